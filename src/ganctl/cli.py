@@ -1,0 +1,109 @@
+"""`ganctl <command> [hydra args]`: one console script whose subcommands are Hydra apps, so
+overrides, -m, --cfg, --help, hydra.run.dir=... and shell completion all keep working.
+
+    ganctl train model=cdcgan loss=wgan_gp
+    ganctl train -m optimizer.lr_g=1e-4,2e-4 loss=bce,lsgan
+    ganctl sample label=5 n=64 out=fives.png
+"""
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ganctl import config
+from ganctl.errors import UserError
+
+USAGE = """usage: ganctl <command> [overrides] [hydra options]
+
+commands:
+  train    train a GAN (ganctl train --help lists the config groups)
+  sample   draw images from a trained generator (ganctl sample --help)
+
+examples:
+  ganctl train model=cdcgan loss=wgan_gp
+  ganctl train -m optimizer.lr_g=1e-4,2e-4 loss=bce,lsgan
+  ganctl sample label=5 n=64 out=fives.png
+"""
+
+log = logging.getLogger("ganctl")
+config.register()
+
+
+def _fail(message: str, code: int = 2):
+    print(f"ganctl: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
+def train_app(cfg: DictConfig) -> float | None:
+    from ganctl.train import train
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    log.info("run directory: %s", run_dir)
+    try:
+        metrics = train(cfg, run_dir)
+    except UserError as e:
+        _fail(str(e))
+    return metrics.get("Loss/G")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="sample")
+def sample_app(cfg: DictConfig) -> None:
+    from ganctl.sample import sample
+    try:
+        sample(cfg)
+    except UserError as e:
+        _fail(str(e))
+
+
+COMMANDS = {"train": train_app, "sample": sample_app}
+
+
+def _hydra_argv(args: list[str]) -> list[str]:
+    """Hydra 1.3 wants -m/--multirun before the overrides."""
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    return flags + [a for a in args if a not in ("-m", "--multirun")]
+
+
+def _refuse_existing_run_dir(args: list[str]) -> None:
+    """Hydra writes .hydra/ into hydra.run.dir before the job starts: refuse a directory that
+    already holds a run before Hydra can overwrite its saved config."""
+    for a in args:
+        if a.startswith("hydra.run.dir="):
+            run_dir = Path(a.split("=", 1)[1])
+            if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+                _fail(f"{run_dir} already holds a run's checkpoints; choose a new hydra.run.dir")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-sc" in args or "--shell-completion" in args:
+        # Completion: the typed line is in COMP_LINE, e.g. "ganctl train model=".
+        # Hydra would read the subcommand as an override, so it is routed and then removed.
+        words = os.environ.get("COMP_LINE", "").split()
+        command = words[1] if len(words) > 1 and words[1] in COMMANDS else "train"
+        if len(words) > 1 and words[1] in COMMANDS:
+            os.environ["COMP_LINE"] = " ".join([words[0]] + words[2:]) + (
+                " " if os.environ["COMP_LINE"].endswith(" ") else "")
+        if args and args[0] in COMMANDS:
+            args = args[1:]
+        sys.argv = [sys.argv[0]] + args
+        COMMANDS[command]()
+        return
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        _fail(f"unknown command {command!r}; choose from {', '.join(COMMANDS)} (ganctl --help)")
+    if command == "train":
+        _refuse_existing_run_dir(rest)
+    sys.argv = [f"{Path(sys.argv[0]).name} {command}"] + _hydra_argv(rest)
+    COMMANDS[command]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Training sets with one interface: `img_channels`, `img_size`, `num_classes`, `len()` and
+`epoch(e, batch_size)`, which yields (x, y) on the training device, x in [-1, 1] (B, C, H, W),
+y int64 (B,). Each epoch's order comes from a generator seeded with (seed, epoch), so a run can
+resume mid-epoch and DDP ranks can take disjoint shards of the same permutation.
+
+    data = load_mnist(root="data", split="train", device="cuda")
+    for x, y in data.epoch(0, batch_size=128): ...
+
+Datasets that fit in memory (MNIST, Fashion-MNIST) are one uint8 tensor on the device, indexed
+and normalised there: no DataLoader workers and no per-sample Python on the hot path.
+"""
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ganctl.errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g, device=device)
+
+
+class InMemoryImages:
+    """uint8 images (N, C, H, W) and int64 labels (N,), both on `device`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.images = images.to(device)
+        self.labels = labels.to(device=device, dtype=torch.int64)
+        self.num_classes = num_classes
+        self.img_channels, self.img_size = images.shape[1], images.shape[2]
+        self.device, self.seed, self.rank, self.world_size = torch.device(device), seed, rank, world_size
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        return len(self) // (batch_size * self.world_size)
+
+    def epoch(self, epoch: int, batch_size: int, start: int = 0):
+        """Batches of one epoch (the last partial one dropped), from batch index `start`."""
+        perm = epoch_permutation(len(self), self.seed, epoch, self.device)[self.rank::self.world_size]
+        for i in range(start, self.batches_per_epoch(batch_size)):
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            x = self.images[idx].float().mul_(2.0 / 255.0).sub_(1.0)  # (B, C, H, W) in [-1, 1]
+            yield x, self.labels[idx]
+
+
+def _torchvision_arrays(cls, folder: str, root: str, download: bool, split: str):
+    root = os.path.abspath(os.path.expanduser(root))
+    splits = {"train": [True], "test": [False], "all": [True, False]}[split]
+    try:
+        parts = [cls(root, train=train, download=download) for train in splits]
+    except (RuntimeError, OSError) as e:
+        hint = "it could not be downloaded" if download else "download=false"
+        raise UserError(
+            f"{cls.__name__} not found in {os.path.join(root, folder, 'raw')} ({hint}: {e}). "
+            f"Point the tool at a folder holding {folder}/raw/*-ubyte with "
+            f"GANCTL_DATA=<dir> or dataset.root=<dir>") from None
+    images = torch.cat([p.data for p in parts])[:, None]  # (N, 1, 28, 28) uint8
+    labels = torch.cat([p.targets for p in parts])
+    return images, labels, len(parts[0].classes)
+
+
+def load_mnist(root: str = "data", download: bool = True, split: str = "train", device="cpu",
+               seed: int = 0, rank: int = 0, world_size: int = 1) -> InMemoryImages:
+    """MNIST digits from root/MNIST/raw (torchvision's layout)."""
+    from torchvision.datasets import MNIST
+    images, labels, k = _torchvision_arrays(MNIST, "MNIST", root, download, split)
+    return InMemoryImages(images, labels, k, device, seed, rank, world_size)
+
+
+def load_fashion_mnist(root: str = "data", download: bool = True, split: str = "train",
+                       device="cpu", seed: int = 0, rank: int = 0,
+                       world_size: int = 1) -> InMemoryImages:
+    """Fashion-MNIST from root/FashionMNIST/raw (torchvision's layout)."""
+    from torchvision.datasets import FashionMNIST
+    images, labels, k = _torchvision_arrays(FashionMNIST, "FashionMNIST", root, download, split)
+    return InMemoryImages(images, labels, k, device, seed, rank, world_size)
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, files, labels, mode, transform):
+        self.files, self.labels, self.mode, self.transform = files, labels, mode, transform
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        with Image.open(self.files[i]) as img:
+            return self.transform(img.convert(self.mode)), self.labels[i]
+
+
+class FolderImages:
+    """Images under root/<class>/ (or directly under root: one class), resized and
+    center-cropped to img_size, read by a DataLoader."""
+
+    def __init__(self, root: str, img_size: int = 64, channels: int = 3, num_workers: int = 2,
+                 device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1):
+        from torchvision import transforms as T
+        root_path = Path(root).expanduser().resolve()
+        if not root_path.is_dir():
+            raise UserError(f"dataset.root {root_path} is not a folder")
+        classes = sorted(d.name for d in root_path.iterdir() if d.is_dir())
+        files, labels = [], []
+        for k, name in enumerate(classes or [""]):
+            found = sorted(p for p in (root_path / name).rglob("*")
+                           if p.suffix.lower() in IMAGE_EXTENSIONS)
+            files += found
+            labels += [k] * len(found)
+        if not files:
+            raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root_path}")
+        self.num_classes = max(len(classes), 1)
+        self.img_channels, self.img_size = channels, img_size
+        self.dataset = _ImageFiles(files, labels, "L" if channels == 1 else "RGB", T.Compose([
+            T.Resize(img_size), T.CenterCrop(img_size),
+            T.ToTensor(), T.Normalize([0.5] * channels, [0.5] * channels)]))
+        self.num_workers = num_workers
+        self.device, self.seed, self.rank, self.world_size = torch.device(device), seed, rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        return len(self) // (batch_size * self.world_size)
+
+    def epoch(self, epoch: int, batch_size: int, start: int = 0):
+        perm = epoch_permutation(len(self), self.seed, epoch)[self.rank::self.world_size]
+        n = self.batches_per_epoch(batch_size) * batch_size
+        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=perm[start * batch_size:n].tolist(),
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                            drop_last=True)
+        for x, y in loader:
+            yield (x.to(self.device, non_blocking=True),
+                   y.to(self.device, dtype=torch.int64, non_blocking=True))
+
+
+def load_folder(root: str, img_size: int = 64, channels: int = 3, num_workers: int = 2,
+                device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1) -> FolderImages:
+    """Any image folder (see FolderImages)."""
+    return FolderImages(root, img_size, channels, num_workers, device, seed, rank, world_size)

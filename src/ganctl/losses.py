@@ -1,0 +1,145 @@
+"""GAN objectives on discriminator logits. One class per formulation; the loop owns backward()
+and step():
+
+    loss = WGANGP(gp_weight=10.0)
+    d_loss, stats = loss.d_loss(D, real, fake.detach(), y)   # stats: "D/real", "D/fake", "Loss/GP"
+    g_loss = loss.g_loss(D, fake, y)
+
+`d_loss` calls D itself because a gradient penalty needs D at points between real and fake.
+Every formulation works in fp32 on logits, never on Sigmoid outputs (numerically unsafe).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Loss:
+    """Base: `n_critic` D steps per G step; `per_sample_critic` asks for a critic without
+    BatchNorm (a gradient penalty is defined per sample); `label_smoothing` (one-sided, real
+    targets 1 - s) means something only where `uses_targets`."""
+
+    per_sample_critic = False
+    uses_targets = False
+
+    def __init__(self, n_critic: int = 1, label_smoothing: float = 0.0):
+        self.n_critic = n_critic
+        self.label_smoothing = label_smoothing
+
+    def _logits(self, D: nn.Module, real, fake, y):
+        return D(real, y).float(), D(fake, y).float()
+
+    def d_loss(self, D, real, fake, y=None) -> tuple[torch.Tensor, dict]:
+        real_out, fake_out = self._logits(D, real, fake, y)
+        stats = {"D/real": real_out.detach().mean(), "D/fake": fake_out.detach().mean()}
+        return self.d_objective(real_out, fake_out), stats
+
+    def g_loss(self, D, fake, y=None) -> torch.Tensor:
+        return self.g_objective(D(fake, y).float())
+
+    def after_d_step(self, D: nn.Module) -> None:
+        """Called after each optimizer step of D (weight clipping lives here)."""
+
+    def d_objective(self, real_out, fake_out):
+        raise NotImplementedError
+
+    def g_objective(self, fake_out):
+        raise NotImplementedError
+
+
+class BCE(Loss):
+    """Binary cross-entropy. G minimises -log D(G(z)) (non-saturating), or with
+    saturating=True the original minimax log(1 - D(G(z)))."""
+
+    uses_targets = True
+
+    def __init__(self, saturating: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.saturating = saturating
+
+    def d_objective(self, real_out, fake_out):
+        real_target = torch.full_like(real_out, 1.0 - self.label_smoothing)
+        return (F.binary_cross_entropy_with_logits(real_out, real_target)
+                + F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
+
+    def g_objective(self, fake_out):
+        if self.saturating:
+            return -F.softplus(fake_out).mean()  # log(1 - sigmoid(l)) = -softplus(l)
+        return F.softplus(-fake_out).mean()  # -log(sigmoid(l)) = softplus(-l)
+
+
+class LSGAN(Loss):
+    """Least squares: D regresses real to 1 (1 - label_smoothing) and fake to 0; G pushes fake to 1.
+    The 1/2 factors follow Mao et al."""
+
+    uses_targets = True
+
+    def d_objective(self, real_out, fake_out):
+        real_target = 1.0 - self.label_smoothing
+        return 0.5 * ((real_out - real_target) ** 2).mean() + 0.5 * (fake_out ** 2).mean()
+
+    def g_objective(self, fake_out):
+        return 0.5 * ((fake_out - 1.0) ** 2).mean()
+
+
+class WGAN(Loss):
+    """Wasserstein critic: D maximises E[D(real)] - E[D(fake)], kept Lipschitz by clipping its
+    weights to [-clip, clip] after every step."""
+
+    def __init__(self, clip: float = 0.01, n_critic: int = 5, **kwargs):
+        super().__init__(n_critic=n_critic, **kwargs)
+        self.clip = clip
+
+    def d_objective(self, real_out, fake_out):
+        return fake_out.mean() - real_out.mean()
+
+    def g_objective(self, fake_out):
+        return -fake_out.mean()
+
+    @torch.no_grad()
+    def after_d_step(self, D):
+        params = [p for p in D.parameters()]
+        torch._foreach_clamp_min_(params, -self.clip)
+        torch._foreach_clamp_max_(params, self.clip)
+
+
+class WGANGP(Loss):
+    """Wasserstein critic with gradient penalty gp_weight * E[(|grad_x D(x_hat)|_2 - 1)^2] at
+    x_hat = eps * real + (1 - eps) * fake, one eps ~ U[0, 1] per sample."""
+
+    per_sample_critic = True
+
+    def __init__(self, gp_weight: float = 10.0, n_critic: int = 5, **kwargs):
+        super().__init__(n_critic=n_critic, **kwargs)
+        self.gp_weight = gp_weight
+
+    def d_loss(self, D, real, fake, y=None):
+        loss, stats = super().d_loss(D, real, fake, y)
+        gp = gradient_penalty(D, real, fake, y)
+        stats["Loss/GP"] = gp.detach()
+        return loss + self.gp_weight * gp, stats
+
+    def d_objective(self, real_out, fake_out):
+        return fake_out.mean() - real_out.mean()
+
+    def g_objective(self, fake_out):
+        return -fake_out.mean()
+
+
+def gradient_penalty(D, real, fake, y=None) -> torch.Tensor:
+    """E[(|grad_x D(x_hat)|_2 - 1)^2], x_hat on the line between each real and fake sample."""
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    out = D(x_hat, y).float()
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    norm = grad.float().flatten(1).norm(2, dim=1)
+    return ((norm - 1.0) ** 2).mean()
+
+
+class Hinge(Loss):
+    """Hinge: D minimises E[relu(1 - D(real))] + E[relu(1 + D(fake))]; G minimises -E[D(fake)]."""
+
+    def d_objective(self, real_out, fake_out):
+        return F.relu(1.0 - real_out).mean() + F.relu(1.0 + fake_out).mean()
+
+    def g_objective(self, fake_out):
+        return -fake_out.mean()

@@ -1,0 +1,64 @@
+"""Pieces several network families share: norms, weight init and label conditioning."""
+import torch
+from torch import nn
+
+NORMS = ("batch", "layer", "none")
+
+
+def norm2d(kind: str, channels: int) -> nn.Module:
+    """BatchNorm mixes samples; `layer` (GroupNorm with one group) is per sample, as a critic
+    trained with a gradient penalty needs."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN paper init: conv and linear weights N(0, 0.02), norm scales N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class ConcatEmbedding(nn.Module):
+    """Appends a learned label embedding to a flat input: (B, n) -> (B, n + embed_dim).
+    With num_classes=0 it is the identity, so one network class serves both cases."""
+
+    def __init__(self, num_classes: int, embed_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 0 else None
+        self.out_extra = embed_dim if num_classes > 0 else 0
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if self.embed is None:
+            return x
+        return torch.cat([x, self.embed(y).to(x.dtype)], dim=1)
+
+
+class ProjectionHead(nn.Module):
+    """Discriminator output from features h (B, F): w.h + embed(y).h (Miyato & Koyama 2018).
+    The projection term measures how well the features match the class; with num_classes=0
+    only the linear term is left."""
+
+    def __init__(self, features: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(features, 1)
+        self.embed = nn.Embedding(num_classes, features) if num_classes > 0 else None
+        if self.embed is not None:
+            # Same scale as the linear term; N(0, 1) would swamp it with F-dimensional dot products.
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        out = self.linear(h).squeeze(1)  # (B,)
+        if self.embed is not None:
+            out = out + (self.embed(y) * h).sum(dim=1)
+        return out

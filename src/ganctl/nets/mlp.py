@@ -1,0 +1,54 @@
+"""MLP generator and discriminator: the vanilla GAN, and the conditional GAN when num_classes > 0
+(a label embedding concatenated to z in G and to the flattened image in D)."""
+import math
+
+import torch
+from torch import nn
+
+from ganctl.nets.layers import ConcatEmbedding
+
+
+class Generator(nn.Module):
+    """z (B, z_dim) [+ label] -> image (B, C, H, W) in [-1, 1]."""
+
+    def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0,
+                 hidden=(256, 512, 1024), norm: str = "batch", embed_dim: int = 10):
+        super().__init__()
+        if norm not in ("batch", "none"):
+            raise ValueError(f"MLP generator norm must be batch or none, got {norm!r}")
+        self.z_dim, self.num_classes = z_dim, num_classes
+        self.img_shape = (img_channels, img_size, img_size)
+        self.cond = ConcatEmbedding(num_classes, embed_dim)
+        layers, width = [], z_dim + self.cond.out_extra
+        for h in hidden:
+            layers += [nn.Linear(width, h)]
+            layers += [nn.BatchNorm1d(h)] if norm == "batch" else []
+            layers += [nn.LeakyReLU(0.2, inplace=True)]
+            width = h
+        layers += [nn.Linear(width, math.prod(self.img_shape)), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.net(self.cond(z, y))  # (B, C*H*W)
+        return x.view(-1, *self.img_shape)
+
+
+class Discriminator(nn.Module):
+    """image (B, C, H, W) [+ label] -> logit (B,). No BatchNorm, so it suits every loss."""
+
+    def __init__(self, img_channels: int, img_size: int, num_classes: int = 0,
+                 hidden=(1024, 512, 256), dropout: float = 0.3, embed_dim: int = 10):
+        super().__init__()
+        self.num_classes = num_classes
+        self.cond = ConcatEmbedding(num_classes, embed_dim)
+        layers, width = [], img_channels * img_size * img_size + self.cond.out_extra
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [nn.Dropout(dropout)] if dropout > 0 else []
+            width = h
+        layers += [nn.Linear(width, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.cond(x.flatten(1), y)  # (B, C*H*W [+ embed_dim])
+        return self.net(h).squeeze(1)

@@ -1,0 +1,90 @@
+"""`ganctl sample`: images from a trained generator, rebuilt from the config saved with its run.
+
+    ganctl sample label=5 n=64 out=fives.png          # newest run under outputs/
+    ganctl sample ckpt=outputs/<run> out=all.npz       # conditional: every class
+"""
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import save_image
+
+from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
+from ganctl.errors import UserError
+from ganctl.train import build_generator, resolve_device, sample_noise
+
+log = logging.getLogger(__name__)
+
+
+def requested_labels(label, num_classes: int) -> list[int] | None:
+    """The labels asked for as a list (None for an unconditional model), validated."""
+    if num_classes == 0:
+        if label is not None:
+            raise UserError(f"label={label} given, but this model is unconditional (it has no labels)")
+        return None
+    if label is None:
+        return list(range(num_classes))
+    labels = list(label) if OmegaConf.is_list(label) or isinstance(label, (list, tuple)) else [label]
+    for k in labels:
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes:
+            raise UserError(f"label={k!r} is not a class of this model: labels are 0..{num_classes - 1}")
+    return labels
+
+
+def generate(G, n: int, labels: list[int] | None, z_dim: int, noise: str, seed: int, device):
+    """n images (n, C, H, W) in [-1, 1] and their labels. With labels, each label gets
+    ceil(n / len(labels)) images, label-major, with the same z for every label."""
+    g = torch.Generator().manual_seed(seed)
+    if labels is None:
+        z, y = sample_noise(n, z_dim, noise, "cpu", g), None
+    else:
+        per = math.ceil(n / len(labels))
+        z = sample_noise(per, z_dim, noise, "cpu", g).repeat(len(labels), 1)[:n]
+        y = torch.tensor(labels).repeat_interleave(per)[:n].to(device)
+    images = []
+    with torch.no_grad():
+        for i in range(0, n, 1024):
+            images.append(G(z[i:i + 1024].to(device), None if y is None else y[i:i + 1024]).float().cpu())
+    return torch.cat(images), (y.cpu() if y is not None else torch.full((n,), -1))
+
+
+def write(images: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -> str:
+    """*.png: one grid; *.npz: uint8 NCHW `images` and `labels`; anything else: a folder of PNGs."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    as_uint8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if out.suffix == ".png":
+        save_image(as_uint8.float() / 255, out, nrow=nrow, padding=2)
+        return f"a grid of {len(images)} images"
+    if out.suffix == ".npz":
+        np.savez_compressed(out, images=as_uint8.numpy(), labels=labels.numpy())
+        return f"{len(images)} images"
+    out.mkdir(exist_ok=True)
+    for i, (img, y) in enumerate(zip(as_uint8, labels.tolist())):
+        save_image(img.float() / 255, out / (f"{i:06d}_label{y}.png" if y >= 0 else f"{i:06d}.png"))
+    return f"{len(images)} PNG files"
+
+
+def sample(cfg: DictConfig) -> Path:
+    ckpt_path = resolve_checkpoint(cfg.ckpt, cfg.outputs)
+    state = load_checkpoint(ckpt_path)
+    run_cfg = OmegaConf.create(state["cfg"])
+    num_classes = state["data"]["num_classes"]
+    labels = requested_labels(cfg.label, num_classes)
+    n = cfg.n or (10 * num_classes if cfg.label is None and num_classes else 64)
+    if n < 1:
+        raise UserError(f"n={n}: ask for at least one image")
+
+    device = resolve_device(cfg.device)
+    G = build_generator(run_cfg.model, state["data"])
+    G.load_state_dict(state["G"])
+    G.to(device).eval()
+    images, y = generate(G, n, labels, run_cfg.model.z_dim, run_cfg.trainer.noise, cfg.seed, device)
+
+    nrow = math.ceil(n / len(labels)) if labels and len(labels) > 1 else math.ceil(math.sqrt(n))
+    out = Path(cfg.out)
+    what = write(images, y, out, nrow)
+    print(f"wrote {what} to {out} from {ckpt_path} (step {state['step']})")
+    return out

@@ -1,0 +1,244 @@
+"""The training loop: `train(cfg, run_dir) -> dict` of final metrics.
+
+    ganctl train model=cdcgan loss=wgan_gp        # the CLI composes cfg and calls train()
+
+A step is one generator update after `loss.n_critic` discriminator updates, each on a fresh real
+batch. Scalars stay on the device and are read every `trainer.log_every` steps, the only host
+syncs of the loop besides sample grids and checkpoints.
+"""
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid, save_image
+from tqdm import tqdm
+
+from ganctl.checkpoint import prune_checkpoints, save_checkpoint
+from ganctl.errors import UserError
+from ganctl.nets.layers import dcgan_init
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={name} but CUDA is not available here; use device=cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # every device's default generator
+
+
+def sample_noise(n: int, z_dim: int, kind: str, device, generator=None) -> torch.Tensor:
+    """Latents (n, z_dim): N(0, 1) for kind="normal", U(-1, 1) for kind="uniform"."""
+    if kind == "uniform":
+        return torch.rand(n, z_dim, device=device, generator=generator).mul_(2).sub_(1)
+    return torch.randn(n, z_dim, device=device, generator=generator)
+
+
+def build_generator(model_cfg, data_info: dict) -> torch.nn.Module:
+    G = instantiate(model_cfg.G, **data_info)
+    if model_cfg.init == "dcgan":
+        dcgan_init(G)
+    return G
+
+
+def build_discriminator(model_cfg, data_info: dict, per_sample: bool) -> torch.nn.Module:
+    """`per_sample`: the loss penalises per-sample gradients, so BatchNorm (which mixes the samples
+    of a batch) is replaced by a per-sample layer norm where model.D.norm is `auto`."""
+    kwargs = {k: v for k, v in data_info.items() if k != "z_dim"}
+    if "norm" in model_cfg.D:
+        norm = model_cfg.D.norm
+        if norm == "auto":
+            norm = "layer" if per_sample else "batch"
+        elif norm == "batch" and per_sample:
+            log.warning("model.D.norm=batch with a gradient penalty: the penalty is per sample and "
+                        "BatchNorm mixes samples; model.D.norm=auto picks a per-sample norm")
+        kwargs["norm"] = norm
+    D = instantiate(model_cfg.D, **kwargs)
+    if model_cfg.init == "dcgan":
+        dcgan_init(D)
+    return D
+
+
+def fixed_inputs(z_dim: int, num_classes: int, noise: str, seed: int, device):
+    """The noise (and labels) of every sample grid: one row per class for conditional models,
+    the same z along each column, so grids are comparable across steps and classes."""
+    g = torch.Generator().manual_seed(seed)
+    if num_classes > 0:
+        per_row = 10
+        z = sample_noise(per_row, z_dim, noise, "cpu", g).repeat(num_classes, 1)
+        y = torch.arange(num_classes).repeat_interleave(per_row)
+        return z.to(device), y.to(device), per_row
+    return sample_noise(64, z_dim, noise, "cpu", g).to(device), None, 8
+
+
+class Meter:
+    """Sums of scalar tensors kept on the device; `read()` syncs once for all of them."""
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}
+
+    def add(self, stats: dict) -> None:
+        for k, v in stats.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def read(self) -> dict:
+        if not self.sums:
+            return {}
+        values = torch.stack(list(self.sums.values())).tolist()
+        means = {k: v / self.counts[k] for k, v in zip(self.sums, values)}
+        self.sums, self.counts = {}, {}
+        return means
+
+
+def real_batches(data, batch_size: int, start_batch: int = 0):
+    """Endless (epoch, x, y) over epochs, starting at the global batch index `start_batch`."""
+    per_epoch = data.batches_per_epoch(batch_size)
+    epoch, i = divmod(start_batch, per_epoch)
+    while True:
+        for x, y in data.epoch(epoch, batch_size, start=i):
+            yield epoch, x, y
+        epoch, i = epoch + 1, 0
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    tcfg = cfg.trainer
+    ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
+    if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
+        raise UserError(f"{run_dir} already holds a run's checkpoints; a new run needs a new directory")
+
+    # Device and seeds.
+    device = resolve_device(tcfg.device)
+    seed_everything(tcfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
+
+    # Load training set.
+    data = instantiate(cfg.dataset, device=device, seed=tcfg.seed)
+    num_classes = data.num_classes if cfg.model.conditional else 0
+    if cfg.model.conditional and data.num_classes < 2:
+        raise UserError(f"model={cfg.model.name} is conditional but the dataset has "
+                        f"{data.num_classes} class; use an unconditional model")
+    data_info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
+    B = tcfg.batch_size
+    per_epoch = data.batches_per_epoch(B)
+    if per_epoch == 0:
+        raise UserError(f"trainer.batch_size={B} is larger than the dataset ({len(data)} images)")
+    log.info("data: %d images of %dx%dx%d, %d classes, %d batches of %d per epoch", len(data),
+             data.img_size, data.img_size, data.img_channels, data.num_classes, per_epoch, B)
+
+    # Construct networks, loss and optimizers.
+    loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing)
+    if tcfg.label_smoothing and not loss.uses_targets:
+        log.warning("trainer.label_smoothing has no effect on loss=%s (it has no targets)", cfg.loss._target_.rsplit(".", 1)[-1])
+    G = build_generator(cfg.model, data_info).to(device)
+    D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic).to(device)
+    opt_G = instantiate(cfg.optimizer.G)(G.parameters())
+    opt_D = instantiate(cfg.optimizer.D)(D.parameters())
+    z_dim, noise = cfg.model.z_dim, tcfg.noise
+    log.info("G: %.2fM parameters, D: %.2fM parameters, device %s",
+             sum(p.numel() for p in G.parameters()) / 1e6,
+             sum(p.numel() for p in D.parameters()) / 1e6, device)
+
+    # Schedule and outputs.
+    max_steps = tcfg.max_steps or max(1, tcfg.epochs * per_epoch // loss.n_critic)
+    fixed_z, fixed_y, grid_nrow = fixed_inputs(z_dim, num_classes, noise, tcfg.seed, device)
+    writer = SummaryWriter(str(run_dir / "tb"))
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+    def save_samples(step: int) -> None:
+        G.eval()
+        with torch.no_grad(), autocast:
+            images = G(fixed_z, fixed_y).float()
+        G.train()
+        grid = make_grid(images, nrow=grid_nrow, normalize=True, value_range=(-1, 1))
+        sample_dir.mkdir(parents=True, exist_ok=True)
+        save_image(grid, sample_dir / f"step_{step}.png")
+        writer.add_image("samples", grid, step)
+
+    def save(step: int, epoch: int, metrics: dict) -> None:
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:  # never write diverged weights over a good checkpoint
+            raise UserError(f"training diverged before step {step}: {', '.join(bad)} is not finite; "
+                            f"the last good checkpoint in {ckpt_dir} is untouched")
+        state = {"G": G.state_dict(), "D": D.state_dict(), "opt_G": opt_G.state_dict(),
+                 "opt_D": opt_D.state_dict(), "step": step, "epoch": epoch, "batch": step * loss.n_critic,
+                 "rng": {"torch": torch.get_rng_state(),
+                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+                 "data": data_info, "cfg": cfg_dict}
+        save_checkpoint(state, ckpt_dir / f"step_{step}.pt")
+        save_checkpoint(state, ckpt_dir / "last.pt")
+        prune_checkpoints(ckpt_dir, tcfg.keep_ckpts)
+
+    # Training loop.
+    meter, metrics = Meter(), {}
+    batches = real_batches(data, B)
+    t_last, step_last = time.perf_counter(), 0
+    bar = tqdm(total=max_steps, desc="train", disable=not tcfg.progress, dynamic_ncols=True)
+    epoch = 0
+    for step in range(1, max_steps + 1):
+        # Discriminator: n_critic updates; the last one's fake also serves the G update.
+        for i in range(loss.n_critic):
+            epoch, real, y = next(batches)
+            y = y if num_classes else None
+            z = sample_noise(B, z_dim, noise, device)
+            with autocast, torch.set_grad_enabled(i == loss.n_critic - 1):
+                fake = G(z, y)
+            with autocast:
+                d_loss, d_stats = loss.d_loss(D, real, fake.detach(), y)
+            opt_D.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_D.step()
+            loss.after_d_step(D)
+            meter.add({"Loss/D": d_loss, **d_stats})
+
+        # Generator: D's weights need no gradients here.
+        D.requires_grad_(False)
+        with autocast:
+            g_loss = loss.g_loss(D, fake, y)
+        opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_G.step()
+        D.requires_grad_(True)
+        meter.add({"Loss/G": g_loss})
+        bar.update(1)
+
+        # Log, sample, checkpoint.
+        last = step == max_steps
+        if step % tcfg.log_every == 0 or step % tcfg.ckpt_every == 0 or last:
+            metrics = meter.read()
+            now = time.perf_counter()
+            metrics["Time/img_per_s"] = (step - step_last) * loss.n_critic * B / (now - t_last)
+            t_last, step_last = now, step
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, step)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
+            if not all(math.isfinite(v) for v in metrics.values()):
+                save(step, epoch, metrics)  # raises, naming the loss
+        if step % tcfg.sample_every == 0 or last:
+            save_samples(step)
+        if step % tcfg.ckpt_every == 0 or last:
+            save(step, epoch, metrics)
+    bar.close()
+    writer.close()
+    log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,
+             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return {"step": max_steps, **metrics}

@@ -1,0 +1,86 @@
+"""Every option of every config group composes and instantiates; the schemas reject bad keys/types."""
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+
+from conftest import GROUPS, options
+from ganctl.losses import Loss
+from ganctl.train import build_discriminator, build_generator
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ is empty"
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_model_options(make_cfg, model):
+    cfg = make_cfg(f"model={model}")
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if cfg.model.conditional else 0}
+    G, D = build_generator(cfg.model, info), build_discriminator(cfg.model, info, per_sample=False)
+    assert G(torch.randn(2, cfg.model.z_dim), torch.tensor([0, 1]) if info["num_classes"] else None).shape == (2, 1, 28, 28)
+    assert cfg.model.name == model
+
+
+@pytest.mark.parametrize("loss", options("loss"))
+def test_loss_options(make_cfg, loss):
+    cfg = make_cfg(f"loss={loss}")
+    fn = instantiate(cfg.loss)
+    assert isinstance(fn, Loss)
+    assert fn.n_critic == (5 if loss.startswith("wgan") else 1)
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_dataset_options(make_cfg, dataset, image_folder):
+    extra = [f"dataset.root={image_folder}", "dataset.img_size=16", "dataset.num_workers=0"] if dataset == "folder" else []
+    cfg = make_cfg(f"dataset={dataset}", *extra)
+    data = instantiate(cfg.dataset, device="cpu", seed=0)
+    x, y = next(data.epoch(0, batch_size=8))
+    assert x.shape == (8, data.img_channels, data.img_size, data.img_size)
+    assert x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+    assert y.dtype == torch.int64 and 0 <= y.min() and y.max() < data.num_classes
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+def test_optimizer_options_give_g_and_d_their_own_learning_rates(make_cfg, optimizer):
+    cfg = make_cfg(f"optimizer={optimizer}", "optimizer.lr_g=1e-4", "optimizer.lr_d=3e-4")
+    opt_G = instantiate(cfg.optimizer.G)([torch.nn.Parameter(torch.zeros(2))])
+    opt_D = instantiate(cfg.optimizer.D)([torch.nn.Parameter(torch.zeros(2))])
+    assert type(opt_G).__name__.lower() == optimizer
+    assert opt_G.param_groups[0]["lr"] == 1e-4 and opt_D.param_groups[0]["lr"] == 3e-4
+
+
+def test_adamw_weight_decay_and_adam_betas_reach_the_optimizer(make_cfg):
+    cfg = make_cfg("optimizer=adamw", "optimizer.weight_decay=0.05", "optimizer.betas=[0.0,0.9]")
+    opt = instantiate(cfg.optimizer.D)([torch.nn.Parameter(torch.zeros(2))])
+    assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[0]["betas"] == (0.0, 0.9)
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_trainer_options(make_cfg, trainer):
+    cfg = make_cfg(f"trainer={trainer}")
+    assert cfg.trainer.batch_size == 16  # the shrink overrides applied on top
+
+
+@pytest.mark.parametrize("override,says", [
+    ("trainer.batch_size=abc", "could not be converted to Integer"),
+    ("trainer.precision=fp16", "Invalid value 'fp16'"),
+    ("trainer.noise=cauchy", "Invalid value 'cauchy'"),
+    ("loss.gp_weight=abc", "could not be converted to Float"),
+    ("trainer.batchsize=64", "Key 'batchsize' not in 'TrainerConfig'"),
+    ("model.G.ngf=wide", "could not be converted to Integer"),
+])
+def test_schema_rejects_misspelt_keys_and_wrong_types(make_cfg, override, says):
+    extra = ["loss=wgan_gp"] if override.startswith("loss.gp") else []
+    with pytest.raises(ConfigCompositionException) as e:
+        make_cfg(*extra, override)
+    full = f"{e.value} {e.value.__cause__}"
+    assert override.split("=")[0] in full and says in full
+
+
+def test_unknown_model_lists_the_available_ones(make_cfg):
+    with pytest.raises(MissingConfigException) as e:
+        make_cfg("model=stylegan")
+    for model in options("model"):
+        assert model in str(e.value)

@@ -1,0 +1,68 @@
+"""The in-memory datasets: on-device batches, epoch permutations, shards, splits, clear errors."""
+import pytest
+import torch
+
+from conftest import tiny_digits
+from ganctl.data import InMemoryImages, load_fashion_mnist, load_mnist
+from ganctl.errors import UserError
+
+
+def indices_of(data, epoch, batch_size, start=0):
+    """Recover which samples a batch holds: images here are unique per index."""
+    return [int(x[:, 0, 0, 0].round()) for x, _ in data.epoch(epoch, batch_size, start)]
+
+
+def numbered(n: int, **kwargs) -> InMemoryImages:
+    images = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 1, 4, 4).contiguous()
+    return InMemoryImages(images, torch.arange(n) % 3, 3, **kwargs)
+
+
+def test_batches_are_normalised_and_cover_each_epoch_once():
+    data = numbered(40)
+    seen = []
+    for x, y in data.epoch(0, batch_size=8):
+        assert x.shape == (8, 1, 4, 4) and x.dtype == torch.float32
+        seen += ((x[:, 0, 0, 0] + 1) * 127.5).round().long().tolist()
+        assert torch.equal(y, torch.tensor(seen[-8:]) % 3)  # labels travel with their images
+    assert sorted(seen) == list(range(40))
+
+
+def test_epoch_order_is_seeded_and_differs_between_epochs():
+    order = lambda d, e: [x[:, 0, 0, 0].tolist() for x, _ in d.epoch(e, 8)]
+    a, b = numbered(40, seed=1), numbered(40, seed=1)
+    assert order(a, 0) == order(b, 0)
+    assert order(a, 0) != order(a, 1)
+    assert order(a, 0) != order(numbered(40, seed=2), 0)
+
+
+def test_resuming_mid_epoch_gives_the_remaining_batches():
+    data = numbered(40)
+    full = [x for x, _ in data.epoch(3, 8)]
+    rest = [x for x, _ in data.epoch(3, 8, start=2)]
+    assert len(rest) == 3 and all(torch.equal(a, b) for a, b in zip(full[2:], rest))
+
+
+def test_ranks_take_disjoint_shards_of_the_same_permutation():
+    ranks = [numbered(40, rank=r, world_size=2) for r in range(2)]
+    shards = [[v for x, _ in d.epoch(0, 4) for v in x[:, 0, 0, 0].tolist()] for d in ranks]
+    assert len(shards[0]) == len(shards[1]) == 20 and not set(shards[0]) & set(shards[1])
+
+
+def test_mnist_splits(data_root):
+    train, test = load_mnist(str(data_root), False, "train"), load_mnist(str(data_root), False, "test")
+    both = load_mnist(str(data_root), False, "all")
+    assert (len(train), len(test), len(both)) == (64, 32, 96)
+    assert (train.img_channels, train.img_size, train.num_classes) == (1, 28, 10)
+    images, labels = tiny_digits(64, seed=0)
+    assert torch.equal(train.images[:, 0], torch.from_numpy(images))  # read back byte for byte
+    assert torch.equal(train.labels, torch.from_numpy(labels).long())
+    assert len(load_fashion_mnist(str(data_root), False, "train")) == 64
+
+
+def test_missing_data_says_where_it_looked_and_how_to_point_elsewhere(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_mnist(str(tmp_path / "nowhere"), download=False)
+    message = str(e.value)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
+    assert "GANCTL_DATA" in message and "dataset.root" in message
+    assert "\n" not in message

@@ -1,0 +1,141 @@
+"""Each loss against values computed by hand from its formula, its signs, and the gradient penalty."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ganctl.losses import BCE, LSGAN, WGAN, WGANGP, Hinge, gradient_penalty
+
+REAL, FAKE = [2.0, -1.0], [0.5, -3.0]  # logits D gives to two real and two fake samples
+
+
+class FirstPixel(nn.Module):
+    """A 'discriminator' whose logit is the first value of its input, so tests choose the logits."""
+
+    def forward(self, x, y=None):
+        return x.flatten(1)[:, 0]
+
+
+def softplus(v: float) -> float:
+    return math.log(1.0 + math.exp(v))
+
+
+def mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def losses_of(loss):
+    real, fake = torch.tensor(REAL)[:, None], torch.tensor(FAKE)[:, None]
+    d, stats = loss.d_loss(FirstPixel(), real, fake)
+    g = loss.g_loss(FirstPixel(), fake)
+    return d.item(), g.item(), stats
+
+
+def test_bce_non_saturating_by_hand():
+    d, g, stats = losses_of(BCE())
+    # -log sigmoid(r) = softplus(-r);  -log(1 - sigmoid(f)) = softplus(f)
+    assert d == pytest.approx(mean([softplus(-r) for r in REAL]) + mean([softplus(f) for f in FAKE]), rel=1e-6)
+    assert g == pytest.approx(mean([softplus(-f) for f in FAKE]), rel=1e-6)
+    assert stats["D/real"].item() == pytest.approx(mean(REAL))
+    assert stats["D/fake"].item() == pytest.approx(mean(FAKE))
+
+
+def test_bce_saturating_minimax_by_hand():
+    _, g, _ = losses_of(BCE(saturating=True))
+    # G minimises log(1 - sigmoid(f)) = -softplus(f)
+    assert g == pytest.approx(mean([-softplus(f) for f in FAKE]), rel=1e-6)
+
+
+def test_bce_one_sided_label_smoothing_by_hand():
+    d, g, _ = losses_of(BCE(label_smoothing=0.1))
+    t = 0.9  # real target; fake targets stay 0
+    real_term = mean([t * softplus(-r) + (1 - t) * softplus(r) for r in REAL])
+    assert d == pytest.approx(real_term + mean([softplus(f) for f in FAKE]), rel=1e-6)
+    assert g == pytest.approx(mean([softplus(-f) for f in FAKE]), rel=1e-6)  # G is unaffected
+
+
+def test_lsgan_by_hand():
+    d, g, _ = losses_of(LSGAN())
+    assert d == pytest.approx(0.5 * mean([(r - 1) ** 2 for r in REAL]) + 0.5 * mean([f ** 2 for f in FAKE]))
+    assert g == pytest.approx(0.5 * mean([(f - 1) ** 2 for f in FAKE]))
+    d_smooth, _, _ = losses_of(LSGAN(label_smoothing=0.2))
+    assert d_smooth == pytest.approx(0.5 * mean([(r - 0.8) ** 2 for r in REAL]) + 0.5 * mean([f ** 2 for f in FAKE]))
+
+
+def test_wgan_by_hand_and_clipping():
+    d, g, _ = losses_of(WGAN())
+    assert d == pytest.approx(mean(FAKE) - mean(REAL))
+    assert g == pytest.approx(-mean(FAKE))
+    critic = nn.Linear(3, 2)
+    nn.init.constant_(critic.weight, 0.5)
+    nn.init.constant_(critic.bias, -0.3)
+    WGAN(clip=0.01).after_d_step(critic)
+    assert critic.weight.max().item() == pytest.approx(0.01)
+    assert critic.bias.min().item() == pytest.approx(-0.01)
+
+
+def test_hinge_by_hand():
+    d, g, _ = losses_of(Hinge())
+    assert d == pytest.approx(mean([max(0, 1 - r) for r in REAL]) + mean([max(0, 1 + f) for f in FAKE]))
+    assert g == pytest.approx(-mean(FAKE))
+
+
+@pytest.mark.parametrize("loss", [BCE(), LSGAN(), WGAN(), Hinge(), BCE(saturating=True)],
+                         ids=["bce", "lsgan", "wgan", "hinge", "bce_saturating"])
+def test_signs_a_better_discriminator_has_lower_loss_and_fooling_it_lowers_g_loss(loss):
+    # An undecided discriminator (logits between the LSGAN targets 0 and 1), nudged by 0.3:
+    # towards real=1 / fake=0 is a better D; fake logits up is a G that fools D more.
+    real, fake = torch.tensor([0.2, -0.3])[:, None], torch.tensor([0.6, 0.9])[:, None]
+    d0, _ = loss.d_loss(FirstPixel(), real, fake)
+    d1, _ = loss.d_loss(FirstPixel(), real + 0.3, fake - 0.3)
+    assert d1 < d0
+    assert loss.g_loss(FirstPixel(), fake + 0.1) < loss.g_loss(FirstPixel(), fake)
+
+
+class ScaledNorm(nn.Module):
+    """D(x) = c * |x|_2: its input gradient has norm c everywhere (away from 0)."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x, y=None):
+        return self.c * x.flatten(1).norm(dim=1)
+
+
+def test_gradient_penalty_is_zero_for_unit_gradient_norm_and_grows_away_from_it():
+    torch.manual_seed(0)
+    real, fake = torch.randn(64, 1, 8, 8) + 3, torch.randn(64, 1, 8, 8) - 3
+    gp = {c: gradient_penalty(ScaledNorm(c), real, fake).item() for c in (0.2, 0.5, 1.0, 1.5, 2.0, 3.0)}
+    assert gp[1.0] < 1e-8
+    for c, value in gp.items():
+        assert value == pytest.approx((c - 1) ** 2, rel=1e-4, abs=1e-8)
+    assert gp[1.0] < gp[1.5] < gp[2.0] < gp[3.0]
+    assert gp[1.0] < gp[0.5] < gp[0.2]
+
+
+def test_wgan_gp_adds_weighted_penalty_and_draws_one_coefficient_per_sample():
+    seen = []
+
+    class Recorder(ScaledNorm):
+        def forward(self, x, y=None):
+            seen.append(x.detach().clone())
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    real, fake = torch.randn(16, 1, 4, 4), torch.randn(16, 1, 4, 4)
+    d, stats = WGANGP(gp_weight=10.0).d_loss(Recorder(2.0), real, fake)
+    wgan_part = 2.0 * (fake.flatten(1).norm(dim=1).mean() - real.flatten(1).norm(dim=1).mean())
+    assert stats["Loss/GP"].item() == pytest.approx(1.0, rel=1e-4)  # (2 - 1)^2
+    assert d.item() == pytest.approx(wgan_part.item() + 10.0 * 1.0, rel=1e-4)
+    x_hat = seen[-1]  # the penalty's input: eps_i * real_i + (1 - eps_i) * fake_i
+    eps = (x_hat - fake) / (real - fake)
+    per_sample = eps.flatten(1)
+    assert torch.allclose(per_sample, per_sample[:, :1].expand_as(per_sample), atol=1e-4)
+    assert per_sample[:, 0].std() > 0.05 and 0 <= per_sample.min() and per_sample.max() <= 1
+
+
+def test_only_the_penalised_critic_asks_for_per_sample_normalisation():
+    assert WGANGP().per_sample_critic
+    assert not any(loss.per_sample_critic for loss in (BCE(), LSGAN(), WGAN(), Hinge()))

@@ -1,0 +1,89 @@
+"""Every model's shapes at 28x28x1 and 32x32x3, label dependence, init and critic norms."""
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from conftest import options
+from ganctl.nets import dcgan
+from ganctl.train import build_discriminator, build_generator
+
+SIZES = [(1, 28), (3, 32)]
+
+
+@pytest.mark.parametrize("img_channels,img_size", SIZES, ids=["28x28x1", "32x32x3"])
+@pytest.mark.parametrize("model", options("model"))
+def test_shapes_and_range(make_cfg, model, img_channels, img_size):
+    cfg = make_cfg(f"model={model}")
+    num_classes = 10 if cfg.model.conditional else 0
+    info = {"img_channels": img_channels, "img_size": img_size, "num_classes": num_classes}
+    G, D = build_generator(cfg.model, info), build_discriminator(cfg.model, info, per_sample=False)
+    z = torch.randn(5, cfg.model.z_dim)
+    y = torch.randint(0, 10, (5,)) if num_classes else None
+    x = G(z, y)
+    assert x.shape == (5, img_channels, img_size, img_size)
+    assert x.min() >= -1 and x.max() <= 1
+    assert D(x, y).shape == (5,)
+
+
+@pytest.mark.parametrize("model", [m for m in options("model") if m.startswith("c")])
+def test_conditional_outputs_depend_on_the_label(make_cfg, model):
+    cfg = make_cfg(f"model={model}")
+    assert cfg.model.conditional
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10}
+    G, D = build_generator(cfg.model, info).eval(), build_discriminator(cfg.model, info, False).eval()
+    z = torch.randn(1, cfg.model.z_dim).repeat(10, 1)  # one z, ten labels
+    x = G(z, torch.arange(10))
+    assert (x[1:] - x[:1]).abs().flatten(1).amax(1).min() > 1e-4  # every label changes the image
+    same_x = x[:1].repeat(10, 1, 1, 1)
+    logits = D(same_x, torch.arange(10))
+    assert logits.std() > 0  # D scores the same image differently for different labels
+
+
+@pytest.mark.parametrize("model", [m for m in options("model") if not m.startswith("c")])
+def test_unconditional_models_ignore_labels_they_have_none_of(make_cfg, model):
+    cfg = make_cfg(f"model={model}")
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
+    G = build_generator(cfg.model, info).eval()
+    assert not any(isinstance(m, nn.Embedding) for m in G.modules())
+
+
+@pytest.mark.parametrize("img_size,expected", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)), (48, (6, 3))])
+def test_dcgan_depth_follows_image_size(img_size, expected):
+    assert dcgan.base_size(img_size) == expected
+
+
+def test_dcgan_rejects_odd_sizes():
+    with pytest.raises(ValueError, match="even image size"):
+        dcgan.base_size(7)
+
+
+def test_dcgan_init_is_normal_with_std_002(make_cfg):
+    cfg = make_cfg("model=dcgan", "model.G.ngf=64")
+    G = build_generator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 0})
+    conv_weights = torch.cat([m.weight.flatten() for m in G.modules() if isinstance(m, nn.ConvTranspose2d)])
+    assert conv_weights.std().item() == pytest.approx(0.02, rel=0.05)
+    assert conv_weights.mean().abs().item() < 1e-3
+    default = make_cfg("model=dcgan", "model.G.ngf=64", "model.init=default")
+    G_default = build_generator(default.model, {"img_channels": 1, "img_size": 28, "num_classes": 0})
+    w = torch.cat([m.weight.flatten() for m in G_default.modules() if isinstance(m, nn.ConvTranspose2d)])
+    assert w.std().item() != pytest.approx(0.02, rel=0.05)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_gradient_penalty_critic_gets_per_sample_norm_without_being_asked(make_cfg, model):
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if model == "cdcgan" else 0}
+    gp_cfg = make_cfg(f"model={model}", "loss=wgan_gp")
+    loss = instantiate(gp_cfg.loss)
+    critic = build_discriminator(gp_cfg.model, info, per_sample=loss.per_sample_critic)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
+    assert any(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in critic.modules())
+    # Per sample means what a sample gets does not depend on the rest of the batch.
+    critic.train()
+    x, y = torch.randn(4, 1, 28, 28), torch.arange(4) if info["num_classes"] else None
+    alone = critic(x[:1], None if y is None else y[:1])
+    assert torch.allclose(critic(x, y)[:1], alone, atol=1e-5)
+
+    bce_cfg = make_cfg(f"model={model}", "loss=bce")
+    D = build_discriminator(bce_cfg.model, info, per_sample=instantiate(bce_cfg.loss).per_sample_critic)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
