@@ -38,25 +38,32 @@ def _fail(message: str, code: int = 2):
     raise SystemExit(code)
 
 
+def _report_user_errors(fn, *args):
+    """Run fn; a UserError, also one that hydra.utils.instantiate wrapped, becomes one line."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        cause = e
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        _fail(str(cause))
+
+
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
 def train_app(cfg: DictConfig) -> float | None:
     from ganctl.train import train
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("run directory: %s", run_dir)
-    try:
-        metrics = train(cfg, run_dir)
-    except UserError as e:
-        _fail(str(e))
+    metrics = _report_user_errors(train, cfg, run_dir)
     return metrics.get("Loss/G")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="sample")
 def sample_app(cfg: DictConfig) -> None:
     from ganctl.sample import sample
-    try:
-        sample(cfg)
-    except UserError as e:
-        _fail(str(e))
+    _report_user_errors(sample, cfg)
 
 
 COMMANDS = {"train": train_app, "sample": sample_app}

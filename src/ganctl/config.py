@@ -161,6 +161,8 @@ class TrainerConfig:
     precision: Precision = Precision.fp32
     noise: Noise = Noise.normal
     label_smoothing: float = 0.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
     log_every: int = 50
     sample_every: int = 500
     ckpt_every: int = 1000

@@ -58,10 +58,11 @@ def _torchvision_arrays(cls, folder: str, root: str, download: bool, split: str)
     try:
         parts = [cls(root, train=train, download=download) for train in splits]
     except (RuntimeError, OSError) as e:
-        hint = "it could not be downloaded" if download else "download=false"
+        why = (f"and could not be downloaded ({str(e).strip().splitlines()[0]})" if download
+               else "(dataset.download=false)")
         raise UserError(
-            f"{cls.__name__} not found in {os.path.join(root, folder, 'raw')} ({hint}: {e}). "
-            f"Point the tool at a folder holding {folder}/raw/*-ubyte with "
+            f"{cls.__name__} not found in {os.path.join(root, folder, 'raw')} {why}; "
+            f"point the tool at a folder holding {folder}/raw/*-ubyte with "
             f"GANCTL_DATA=<dir> or dataset.root=<dir>") from None
     images = torch.cat([p.data for p in parts])[:, None]  # (N, 1, 28, 28) uint8
     labels = torch.cat([p.targets for p in parts])

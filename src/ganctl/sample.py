@@ -79,7 +79,7 @@ def sample(cfg: DictConfig) -> Path:
 
     device = resolve_device(cfg.device)
     G = build_generator(run_cfg.model, state["data"])
-    G.load_state_dict(state["G"])
+    G.load_state_dict(state.get("G_ema", state["G"]))  # the weight average where the run kept one
     G.to(device).eval()
     images, y = generate(G, n, labels, run_cfg.model.z_dim, run_cfg.trainer.noise, cfg.seed, device)
 

@@ -6,6 +6,7 @@ A step is one generator update after `loss.n_critic` discriminator updates, each
 batch. Scalars stay on the device and are read every `trainer.log_every` steps, the only host
 syncs of the loop besides sample grids and checkpoints.
 """
+import copy
 import logging
 import math
 import random
@@ -86,6 +87,19 @@ def fixed_inputs(z_dim: int, num_classes: int, noise: str, seed: int, device):
     return sample_noise(64, z_dim, noise, "cpu", g).to(device), None, 8
 
 
+@torch.no_grad()
+def ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, decay: float) -> None:
+    """G_ema <- decay * G_ema + (1 - decay) * G for parameters; buffers (BatchNorm statistics) copied."""
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - decay)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
+    """With warm-up the average forgets the first, poor weights quickly: min(decay, (1+t)/(10+t))."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
 class Meter:
     """Sums of scalar tensors kept on the device; `read()` syncs once for all of them."""
 
@@ -151,6 +165,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.warning("trainer.label_smoothing has no effect on loss=%s (it has no targets)", cfg.loss._target_.rsplit(".", 1)[-1])
     G = build_generator(cfg.model, data_info).to(device)
     D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic).to(device)
+    # An exponential moving average of G's weights makes the samples and evaluation (a smoother
+    # generator than the last iterate, Yazici et al. 2019); the EMA is what `ganctl sample` uses.
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
     opt_G = instantiate(cfg.optimizer.G)(G.parameters())
     opt_D = instantiate(cfg.optimizer.D)(D.parameters())
     z_dim, noise = cfg.model.z_dim, tcfg.noise
@@ -165,9 +182,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
     def save_samples(step: int) -> None:
-        G.eval()
+        G_show = G_ema if G_ema is not None else G.eval()
         with torch.no_grad(), autocast:
-            images = G(fixed_z, fixed_y).float()
+            images = G_show(fixed_z, fixed_y).float()
         G.train()
         grid = make_grid(images, nrow=grid_nrow, normalize=True, value_range=(-1, 1))
         sample_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +196,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if bad:  # never write diverged weights over a good checkpoint
             raise UserError(f"training diverged before step {step}: {', '.join(bad)} is not finite; "
                             f"the last good checkpoint in {ckpt_dir} is untouched")
-        state = {"G": G.state_dict(), "D": D.state_dict(), "opt_G": opt_G.state_dict(),
+        state = {"G": G.state_dict(), "D": D.state_dict(),
+                 **({"G_ema": G_ema.state_dict()} if G_ema is not None else {}), "opt_G": opt_G.state_dict(),
                  "opt_D": opt_D.state_dict(), "step": step, "epoch": epoch, "batch": step * loss.n_critic,
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
@@ -218,6 +236,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         g_loss.backward()
         opt_G.step()
         D.requires_grad_(True)
+        if G_ema is not None:
+            ema_update(G_ema, G, ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup))
         meter.add({"Loss/G": g_loss})
         bar.update(1)
 

@@ -1,0 +1,156 @@
+"""The installed `ganctl` command, run in a subprocess the way a user types it."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import options, run_ganctl
+
+TINY = ["trainer.batch_size=16", "trainer.max_steps=3", "trainer.log_every=1", "trainer.sample_every=3",
+        "trainer.progress=false", "trainer.device=cpu", "dataset.download=false"]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ganctl: error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    """One tiny cdcgan run and one tiny dcgan run, in a work folder with outputs/."""
+    work = tmp_path_factory.mktemp("work")
+    env = {"GANCTL_DATA": str(data_root)}
+    runs = {}
+    for model in ("dcgan", "cdcgan"):
+        result = run_ganctl("train", f"model={model}", "model.G.ngf=8", "model.D.ndf=8", *TINY, cwd=work, env=env)
+        assert result.returncode == 0, result.stderr
+        runs[model] = next((work / "outputs").glob(f"*/*_{model}_bce"))
+    return work, runs, env
+
+
+def test_train_writes_a_complete_run_directory(trained):
+    _, runs, _ = trained
+    run = runs["cdcgan"]
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
+    assert (run / "train.log").read_text().count("run directory") == 1
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    for key in ("G", "D", "opt_G", "opt_D", "step", "epoch", "rng", "cfg"):
+        assert key in state
+    assert state["step"] == 3 and state["cfg"]["model"]["name"] == "cdcgan"
+    assert Image.open(run / "samples" / "step_3.png").size == (302, 302)  # 10 x 10 tiles of 28 + 2 px
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for name in ("Loss/D", "Loss/G", "D/real", "D/fake", "Time/img_per_s"):
+        assert name in scalars and [e.step for e in events.Scalars(name)] == [1, 2, 3]
+    assert "samples" in events.Tags()["images"]
+
+
+def test_wgan_gp_logs_its_penalty(tmp_path, data_root):
+    result = run_ganctl("train", "model=gan", "loss=wgan_gp", "model.G.hidden=[16]", "model.D.hidden=[16]",
+                        *TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={"GANCTL_DATA": str(data_root)})
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert len(events.Scalars("Loss/GP")) == 3
+
+
+def test_multirun_makes_one_directory_per_job(tmp_path, data_root):
+    # -m after the overrides on purpose: the dispatcher moves it where Hydra 1.3 wants it.
+    result = run_ganctl("train", "loss=bce,lsgan", "model=gan", "model.G.hidden=[16]", "model.D.hidden=[16]",
+                        *TINY, "-m", cwd=tmp_path, env={"GANCTL_DATA": str(data_root)})
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(p.name for p in (tmp_path / "outputs" / "multirun").glob("*/*/*") if p.is_dir())
+    assert jobs == ["0_gan_bce", "1_gan_lsgan"]
+    for job in (tmp_path / "outputs" / "multirun").glob("*/*/*_gan_*"):
+        assert (job / "checkpoints" / "last.pt").is_file()
+
+
+def test_sample_png_and_npz(trained):
+    work, runs, _ = trained
+    result = run_ganctl("sample", "label=5", "n=12", "out=fives.png", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "cdcgan" in result.stdout  # says which run it used: the newest
+    assert Image.open(work / "fives.png").size == (2 + 4 * 30, 2 + 3 * 30)  # 12 images, 4 per row
+
+    result = run_ganctl("sample", f"ckpt={runs['cdcgan']}", "label=[1,7]", "n=10", "out=pair.npz", cwd=work)
+    assert result.returncode == 0, result.stderr
+    arrays = np.load(work / "pair.npz")
+    assert arrays["images"].shape == (10, 1, 28, 28) and arrays["images"].dtype == np.uint8
+    assert arrays["labels"].tolist() == [1] * 5 + [7] * 5
+
+
+def test_sample_class_grid_and_folder_output(trained):
+    work, runs, _ = trained
+    ckpt = runs["cdcgan"] / "checkpoints" / "last.pt"
+    assert run_ganctl("sample", f"ckpt={ckpt}", "out=grid.png", cwd=work).returncode == 0
+    assert Image.open(work / "grid.png").size == (302, 302)  # a row per class, 10 per row
+    assert run_ganctl("sample", f"ckpt={runs['dcgan']}", "n=3", "out=pngs", cwd=work).returncode == 0
+    assert sorted(p.name for p in (work / "pngs").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+
+
+def test_sample_is_seeded(trained):
+    work, runs, _ = trained
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_ganctl("sample", f"ckpt={runs['dcgan']}", "n=4", f"seed={seed}", f"out={name}.npz", cwd=work)
+    a, b, c = (np.load(work / f"{n}.npz")["images"] for n in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["label=11"], ["label=11", "0..9"]),
+    (["label=5", "dcgan"], ["unconditional"]),
+    (["ckpt=/no/such/path"], ["/no/such/path", "does not exist"]),
+])
+def test_sample_bad_input_is_one_line(trained, args, fragments):
+    work, runs, _ = trained
+    if "dcgan" in args:
+        args = [a for a in args if a != "dcgan"] + [f"ckpt={runs['dcgan']}"]
+    assert_one_line_error(run_ganctl("sample", *args, cwd=work), *fragments)
+
+
+def test_sample_without_runs_says_where_it_looked(tmp_path):
+    assert_one_line_error(run_ganctl("sample", cwd=tmp_path), str(tmp_path / "outputs"))
+
+
+def test_missing_data_is_one_line_naming_where_it_looked(tmp_path):
+    result = run_ganctl("train", *TINY, cwd=tmp_path, env={"GANCTL_DATA": str(tmp_path / "empty")})
+    assert_one_line_error(result, str(tmp_path / "empty" / "MNIST" / "raw"), "GANCTL_DATA")
+
+
+def test_existing_run_directory_is_refused_before_hydra_touches_it(trained):
+    work, runs, env = trained
+    saved = (runs["dcgan"] / ".hydra" / "config.yaml").read_text()
+    result = run_ganctl("train", *TINY, f"hydra.run.dir={runs['dcgan']}", "model.G.ngf=16", cwd=work, env=env)
+    assert_one_line_error(result, "already holds a run")
+    assert (runs["dcgan"] / ".hydra" / "config.yaml").read_text() == saved
+
+
+def test_help_lists_config_groups_and_cfg_job_prints_the_config(tmp_path):
+    result = run_ganctl("train", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for group in ("model", "loss", "dataset", "optimizer", "trainer"):
+        assert f"{group}:" in result.stdout
+    for option in options("model") + options("loss"):
+        assert option in result.stdout
+    result = run_ganctl("train", "--cfg", "job", "model=cdcgan", "loss=wgan_gp", cwd=tmp_path)
+    assert result.returncode == 0 and "name: cdcgan" in result.stdout and "gp_weight: 10.0" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_unknown_command_and_bare_ganctl(tmp_path):
+    assert_one_line_error(run_ganctl("fit", cwd=tmp_path), "fit", "train", "sample")
+    result = run_ganctl(cwd=tmp_path)
+    assert result.returncode == 0 and "train" in result.stdout and "sample" in result.stdout
+
+
+def test_shell_completion_sees_past_the_subcommand(tmp_path):
+    result = run_ganctl("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": "ganctl train model="})
+    assert result.returncode == 0, result.stderr
+    for model in options("model"):
+        assert f"model={model}" in result.stdout

@@ -1,0 +1,118 @@
+"""The training loop in process: every model x loss pair, run outputs, options, refusals."""
+import itertools
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import options
+from ganctl.checkpoint import REQUIRED_KEYS, load_checkpoint
+from ganctl.errors import UserError
+from ganctl.train import ema_decay_at, ema_update, train
+
+
+@pytest.mark.parametrize("model,loss", list(itertools.product(options("model"), options("loss"))))
+def test_every_model_and_loss_trains_and_leaves_a_checkpoint(make_cfg, tmp_path, model, loss):
+    cfg = make_cfg(f"model={model}", f"loss={loss}")
+    metrics = train(cfg, tmp_path)
+    assert metrics["step"] == 2
+    for name in ("Loss/D", "Loss/G", "D/real", "D/fake", "Time/img_per_s"):
+        assert torch.isfinite(torch.tensor(metrics[name])), name
+    assert ("Loss/GP" in metrics) == (loss == "wgan_gp")
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert set(REQUIRED_KEYS) <= set(state)
+    assert state["step"] == 2 and state["cfg"]["model"]["name"] == model
+    assert (tmp_path / "samples" / "step_2.png").is_file()
+
+
+def test_weights_change_and_wgan_clipping_holds(make_cfg, tmp_path):
+    cfg = make_cfg("model=gan", "loss=wgan")
+    train(cfg, tmp_path)
+    D = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["D"]
+    assert max(t.abs().max().item() for t in D.values()) <= cfg.loss.clip + 1e-7
+
+
+def test_conditional_grid_has_one_row_per_class(make_cfg, tmp_path):
+    train(make_cfg("model=cdcgan"), tmp_path)
+    width, height = Image.open(tmp_path / "samples" / "step_2.png").size
+    assert (width, height) == (2 + 10 * 30, 2 + 10 * 30)  # 10 columns x 10 classes of 28 px + padding 2
+
+
+def test_unconditional_grid_is_eight_by_eight(make_cfg, tmp_path):
+    train(make_cfg("model=dcgan"), tmp_path)
+    assert Image.open(tmp_path / "samples" / "step_2.png").size == (2 + 8 * 30, 2 + 8 * 30)
+
+
+def test_epochs_set_the_number_of_steps_and_n_critic_uses_batches(make_cfg, tmp_path):
+    # 64 images / batch 16 = 4 batches an epoch; 2 epochs = 8 batches = 8 steps (bce), 1 step (wgan, 5 D steps)
+    assert train(make_cfg("trainer.max_steps=null", "trainer.epochs=2"), tmp_path / "a")["step"] == 8
+    assert train(make_cfg("trainer.max_steps=null", "trainer.epochs=2", "loss=wgan"), tmp_path / "b")["step"] == 1
+
+
+def test_keeps_the_last_k_periodic_checkpoints(make_cfg, tmp_path):
+    train(make_cfg("trainer.max_steps=5", "trainer.ckpt_every=1", "trainer.keep_ckpts=2"), tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.pt", "step_4.pt", "step_5.pt"]
+
+
+@pytest.mark.parametrize("option", ["trainer.noise=uniform", "trainer.precision=bf16",
+                                    "trainer.label_smoothing=0.1", "optimizer=rmsprop", "loss.saturating=true"])
+def test_options_train(make_cfg, tmp_path, option):
+    metrics = train(make_cfg(option), tmp_path)
+    assert torch.isfinite(torch.tensor(metrics["Loss/G"]))
+
+
+def test_same_seed_same_weights_on_cpu(make_cfg, tmp_path):
+    for run in ("a", "b"):
+        train(make_cfg("model=gan"), tmp_path / run)
+    a, b = (load_checkpoint(tmp_path / r / "checkpoints" / "last.pt")["G"] for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refuses_a_directory_that_holds_a_run(make_cfg, tmp_path):
+    train(make_cfg(), tmp_path)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds"):
+        train(make_cfg(), tmp_path)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_batch_larger_than_dataset_is_a_clear_error(make_cfg, tmp_path):
+    with pytest.raises(UserError, match="batch_size=1000 is larger than the dataset"):
+        train(make_cfg("trainer.batch_size=1000"), tmp_path)
+
+
+def test_divergence_stops_without_saving_nan_weights(make_cfg, tmp_path):
+    cfg = make_cfg("model=gan", "loss=wgan", "optimizer.lr_d=1e30", "optimizer.lr_g=1e30",
+                   "loss.clip=1e30", "trainer.max_steps=20", "trainer.ckpt_every=100")
+    with pytest.raises(UserError, match="not finite"):
+        train(cfg, tmp_path)
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_ema_update_is_a_moving_average_and_copies_buffers():
+    G, G_ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    torch.nn.init.constant_(G.weight, 1.0)
+    torch.nn.init.constant_(G_ema.weight, 0.0)
+    G.running_mean.fill_(5.0)
+    ema_update(G_ema, G, decay=0.9)
+    assert torch.allclose(G_ema.weight, torch.full((3,), 0.1))  # 0.9 * 0 + 0.1 * 1
+    ema_update(G_ema, G, decay=0.9)
+    assert torch.allclose(G_ema.weight, torch.full((3,), 0.19))  # 0.9 * 0.1 + 0.1 * 1
+    assert torch.equal(G_ema.running_mean, G.running_mean)
+
+
+def test_ema_warmup_forgets_early_weights_then_reaches_the_decay():
+    assert ema_decay_at(0, 0.999, warmup=True) == pytest.approx(0.1)
+    assert ema_decay_at(90, 0.999, warmup=True) == pytest.approx(0.91)
+    assert ema_decay_at(10**6, 0.999, warmup=True) == 0.999
+    assert ema_decay_at(0, 0.999, warmup=False) == 0.999
+
+
+def test_checkpoint_keeps_the_ema_generator_unless_disabled(make_cfg, tmp_path):
+    train(make_cfg(), tmp_path / "on")
+    state = load_checkpoint(tmp_path / "on" / "checkpoints" / "last.pt")
+    assert state["G_ema"].keys() == state["G"].keys()
+    assert any(not torch.equal(state["G_ema"][k], state["G"][k]) for k in state["G"] if k.endswith("weight"))
+    train(make_cfg("trainer.ema_decay=0"), tmp_path / "off")
+    assert "G_ema" not in load_checkpoint(tmp_path / "off" / "checkpoints" / "last.pt")
