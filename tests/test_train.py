@@ -116,3 +116,12 @@ def test_checkpoint_keeps_the_ema_generator_unless_disabled(make_cfg, tmp_path):
     assert any(not torch.equal(state["G_ema"][k], state["G"][k]) for k in state["G"] if k.endswith("weight"))
     train(make_cfg("trainer.ema_decay=0"), tmp_path / "off")
     assert "G_ema" not in load_checkpoint(tmp_path / "off" / "checkpoints" / "last.pt")
+
+
+def test_image_folder_trains_a_conditional_rgb_model(make_cfg, tmp_path, image_folder):
+    cfg = make_cfg("model=cdcgan", "dataset=folder", f"dataset.root={image_folder}", "dataset.img_size=16",
+                   "dataset.num_workers=0")
+    train(cfg, tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["data"] == {"img_channels": 3, "img_size": 16, "num_classes": 2}
+    assert Image.open(tmp_path / "samples" / "step_2.png").size == (2 + 10 * 18, 2 + 2 * 18)  # a row per class

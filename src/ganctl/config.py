@@ -4,12 +4,13 @@ Each option of a config group starts its defaults list with its schema, e.g. con
 has `defaults: [/schema/loss/wgan_gp@_here_]`, so a misspelt key or a wrong type fails while Hydra
 composes the config, before any work starts. Only entry points (cli, train, sample) import this.
 """
+import importlib.resources
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class Precision(str, Enum):
@@ -190,8 +191,21 @@ class SampleConfig:
     outputs: str = "outputs"
 
 
+def config_groups() -> str:
+    """`group: option, ...` for every folder of the shipped conf/, for `ganctl train --help`
+    (Hydra's own listing would also show the schema/ groups, which are not choices)."""
+    conf = importlib.resources.files("ganctl.conf")
+    lines = []
+    for group in sorted((d for d in conf.iterdir() if d.is_dir()), key=lambda d: d.name):
+        names = sorted(f.name[:-len(".yaml")] for f in group.iterdir() if f.name.endswith(".yaml"))
+        if names:
+            lines.append(f"{group.name}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
 def register() -> None:
     """Put the schemas into Hydra's ConfigStore under schema/<group>/<name>."""
+    OmegaConf.register_new_resolver("ganctl_groups", config_groups, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)
