@@ -155,3 +155,8 @@ def test_shell_completion_sees_past_the_subcommand(tmp_path):
     assert result.returncode == 0, result.stderr
     for model in options("model"):
         assert f"model={model}" in result.stdout
+
+
+def test_sample_asks_for_at_least_one_image(trained):
+    work, runs, _ = trained
+    assert_one_line_error(run_ganctl("sample", f"ckpt={runs['dcgan']}", "n=0", cwd=work), "n=0")

@@ -52,12 +52,14 @@ def _report_user_errors(fn, *args):
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
-def train_app(cfg: DictConfig) -> float | None:
+def train_app(cfg: DictConfig) -> None:
     from ganctl.train import train
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("run directory: %s", run_dir)
-    metrics = _report_user_errors(train, cfg, run_dir)
-    return metrics.get("Loss/G")
+    _report_user_errors(train, cfg, run_dir)
+    # Nothing to return yet: a GAN's losses are no quality measure for a sweeper to minimise.
+    # The evaluation issue returns FID here.
+    return None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="sample")

@@ -73,7 +73,7 @@ def sample(cfg: DictConfig) -> Path:
     run_cfg = OmegaConf.create(state["cfg"])
     num_classes = state["data"]["num_classes"]
     labels = requested_labels(cfg.label, num_classes)
-    n = cfg.n or (10 * num_classes if cfg.label is None and num_classes else 64)
+    n = cfg.n if cfg.n is not None else (10 * num_classes if cfg.label is None and num_classes else 64)
     if n < 1:
         raise UserError(f"n={n}: ask for at least one image")
 

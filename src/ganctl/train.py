@@ -191,11 +191,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         save_image(grid, sample_dir / f"step_{step}.png")
         writer.add_image("samples", grid, step)
 
-    def save(step: int, epoch: int, metrics: dict) -> None:
+    def check_finite(step: int, metrics: dict) -> None:
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-        if bad:  # never write diverged weights over a good checkpoint
-            raise UserError(f"training diverged before step {step}: {', '.join(bad)} is not finite; "
+        if bad:  # stop before any diverged weights are written over a good checkpoint
+            raise UserError(f"training diverged by step {step}: {', '.join(bad)} is not finite; "
                             f"the last good checkpoint in {ckpt_dir} is untouched")
+
+    def save(step: int, epoch: int) -> None:
         state = {"G": G.state_dict(), "D": D.state_dict(),
                  **({"G_ema": G_ema.state_dict()} if G_ema is not None else {}), "opt_G": opt_G.state_dict(),
                  "opt_D": opt_D.state_dict(), "step": step, "epoch": epoch, "batch": step * loss.n_critic,
@@ -251,12 +253,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             for k, v in metrics.items():
                 writer.add_scalar(k, v, step)
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
-            if not all(math.isfinite(v) for v in metrics.values()):
-                save(step, epoch, metrics)  # raises, naming the loss
+            check_finite(step, metrics)  # a checkpoint step always logs first, so this guards it
         if step % tcfg.sample_every == 0 or last:
             save_samples(step)
         if step % tcfg.ckpt_every == 0 or last:
-            save(step, epoch, metrics)
+            save(step, epoch)
     bar.close()
     writer.close()
     log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,
