@@ -4,6 +4,7 @@ import itertools
 import pytest
 import torch
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import options
 from ganctl.checkpoint import REQUIRED_KEYS, load_checkpoint
@@ -88,6 +89,9 @@ def test_divergence_stops_without_saving_nan_weights(make_cfg, tmp_path):
     with pytest.raises(UserError, match="not finite"):
         train(cfg, tmp_path)
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert events.Scalars("Loss/D")  # what was logged before the stop is flushed, not lost
 
 
 def test_ema_update_is_a_moving_average_and_copies_buffers():

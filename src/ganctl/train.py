@@ -162,11 +162,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     # Construct networks, loss and optimizers.
     loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing)
     if tcfg.label_smoothing and not loss.uses_targets:
-        log.warning("trainer.label_smoothing has no effect on loss=%s (it has no targets)", cfg.loss._target_.rsplit(".", 1)[-1])
+        log.warning("trainer.label_smoothing has no effect on %s (it has no targets)",
+                    type(loss).__name__)
     G = build_generator(cfg.model, data_info).to(device)
     D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic).to(device)
-    # An exponential moving average of G's weights makes the samples and evaluation (a smoother
-    # generator than the last iterate, Yazici et al. 2019); the EMA is what `ganctl sample` uses.
+    # An exponential moving average of G's weights draws the sample grids and is what
+    # `ganctl sample` uses: it is smoother than G's last iterate (Yazici et al. 2019).
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
     opt_G = instantiate(cfg.optimizer.G)(G.parameters())
     opt_D = instantiate(cfg.optimizer.D)(D.parameters())
@@ -214,52 +215,54 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     t_last, step_last = time.perf_counter(), 0
     bar = tqdm(total=max_steps, desc="train", disable=not tcfg.progress, dynamic_ncols=True)
     epoch = 0
-    for step in range(1, max_steps + 1):
-        # Discriminator: n_critic updates; the last one's fake also serves the G update.
-        for i in range(loss.n_critic):
-            epoch, real, y = next(batches)
-            y = y if num_classes else None
-            z = sample_noise(B, z_dim, noise, device)
-            with autocast, torch.set_grad_enabled(i == loss.n_critic - 1):
-                fake = G(z, y)
+    try:
+        for step in range(1, max_steps + 1):
+            # Discriminator: n_critic updates; the last one's fake also serves the G update.
+            for i in range(loss.n_critic):
+                epoch, real, y = next(batches)
+                y = y if num_classes else None
+                z = sample_noise(B, z_dim, noise, device)
+                with autocast, torch.set_grad_enabled(i == loss.n_critic - 1):
+                    fake = G(z, y)
+                with autocast:
+                    d_loss, d_stats = loss.d_loss(D, real, fake.detach(), y)
+                opt_D.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_D.step()
+                loss.after_d_step(D)
+                meter.add({"Loss/D": d_loss, **d_stats})
+
+            # Generator: D's weights need no gradients here.
+            D.requires_grad_(False)
             with autocast:
-                d_loss, d_stats = loss.d_loss(D, real, fake.detach(), y)
-            opt_D.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_D.step()
-            loss.after_d_step(D)
-            meter.add({"Loss/D": d_loss, **d_stats})
+                g_loss = loss.g_loss(D, fake, y)
+            opt_G.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_G.step()
+            D.requires_grad_(True)
+            if G_ema is not None:
+                ema_update(G_ema, G, ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup))
+            meter.add({"Loss/G": g_loss})
+            bar.update(1)
 
-        # Generator: D's weights need no gradients here.
-        D.requires_grad_(False)
-        with autocast:
-            g_loss = loss.g_loss(D, fake, y)
-        opt_G.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_G.step()
-        D.requires_grad_(True)
-        if G_ema is not None:
-            ema_update(G_ema, G, ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup))
-        meter.add({"Loss/G": g_loss})
-        bar.update(1)
-
-        # Log, sample, checkpoint.
-        last = step == max_steps
-        if step % tcfg.log_every == 0 or step % tcfg.ckpt_every == 0 or last:
-            metrics = meter.read()
-            now = time.perf_counter()
-            metrics["Time/img_per_s"] = (step - step_last) * loss.n_critic * B / (now - t_last)
-            t_last, step_last = now, step
-            for k, v in metrics.items():
-                writer.add_scalar(k, v, step)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
-            check_finite(step, metrics)  # a checkpoint step always logs first, so this guards it
-        if step % tcfg.sample_every == 0 or last:
-            save_samples(step)
-        if step % tcfg.ckpt_every == 0 or last:
-            save(step, epoch)
-    bar.close()
-    writer.close()
+            # Log, sample, checkpoint.
+            last = step == max_steps
+            if step % tcfg.log_every == 0 or step % tcfg.ckpt_every == 0 or last:
+                metrics = meter.read()
+                now = time.perf_counter()
+                metrics["Time/img_per_s"] = (step - step_last) * loss.n_critic * B / (now - t_last)
+                t_last, step_last = now, step
+                for k, v in metrics.items():
+                    writer.add_scalar(k, v, step)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
+                check_finite(step, metrics)  # a checkpoint step always logs first, so this guards it
+            if step % tcfg.sample_every == 0 or last:
+                save_samples(step)
+            if step % tcfg.ckpt_every == 0 or last:
+                save(step, epoch)
+    finally:  # keep what was logged, also when the loop stops on an error
+        bar.close()
+        writer.close()
     log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,
              ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return {"step": max_steps, **metrics}
