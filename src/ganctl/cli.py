@@ -12,7 +12,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ganctl import config
 from ganctl.errors import UserError
@@ -48,7 +48,7 @@ def _report_user_errors(fn, *args):
             cause = cause.__cause__
         if cause is None:
             raise
-        _fail(str(cause))
+        _fail(str(cause), getattr(cause, "exit_code", 2))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
@@ -87,6 +87,30 @@ def _refuse_existing_run_dir(args: list[str]) -> None:
                 _fail(f"{run_dir} already holds a run's checkpoints; choose a new hydra.run.dir")
 
 
+def _resume_args(args: list[str]) -> list[str]:
+    """`resume=<run dir>` or `resume=true` (newest run): rerun Hydra in that directory with the
+    run's own overrides first, so the user repeats none of them; new ones (trainer.max_steps=...)
+    come after and win. output_subdir=null keeps the run's original .hydra/ files untouched."""
+    from ganctl.checkpoint import newest_run  # imports torch: only when resuming
+
+    values = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    if not values or values[-1].lower() in ("null", "none", "false"):
+        return args
+    if "-m" in args or "--multirun" in args:
+        _fail("resume= continues one run and cannot be combined with -m")
+    if any(a.startswith("hydra.run.dir=") for a in args):
+        _fail("resume= already names the run directory; drop hydra.run.dir=")
+    run_dir = newest_run(Path("outputs")) if values[-1].lower() == "true" else Path(values[-1])
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        _fail(f"resume={values[-1]}: no checkpoints/last.pt in {run_dir.resolve()}")
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    original = [o for o in (OmegaConf.load(saved) if saved.is_file() else [])
+                if not o.startswith(("hydra.", "resume="))]
+    run_dir = run_dir.resolve()
+    rest = [a for a in args if not a.startswith("resume=")]
+    return [*original, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if "-sc" in args or "--shell-completion" in args:
@@ -110,6 +134,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"unknown command {command!r}; choose from {', '.join(COMMANDS)} (ganctl --help)")
     if command == "train":
         _refuse_existing_run_dir(rest)
+        try:
+            rest = _resume_args(rest)
+        except UserError as e:
+            _fail(str(e))
     sys.argv = [f"{Path(sys.argv[0]).name} {command}"] + _hydra_argv(rest)
     COMMANDS[command]()
 

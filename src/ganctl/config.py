@@ -169,10 +169,12 @@ class TrainerConfig:
     ckpt_every: int = 1000
     keep_ckpts: int = 3
     progress: bool = True
+    deterministic: bool = False
 
 
 @dataclass
 class TrainConfig:
+    resume: Optional[str] = None
     model: Any = MISSING
     loss: Any = MISSING
     dataset: Any = MISSING

@@ -10,6 +10,8 @@ import copy
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -21,8 +23,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from ganctl.checkpoint import prune_checkpoints, save_checkpoint
-from ganctl.errors import UserError
+from ganctl.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
+from ganctl.errors import Interrupted, UserError
 from ganctl.nets.layers import dcgan_init
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,55 @@ class Meter:
         return means
 
 
+def flat_items(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    out = {}
+    for k, v in d.items():
+        out.update(flat_items(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """`key: old -> new` for every key that differs, `resume` aside."""
+    a, b = flat_items(saved), flat_items(current)
+    return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
+            if k != "resume" and a.get(k) != b.get(k)]
+
+
+def restore(state: dict, path: Path, model_name: str, modules: dict) -> None:
+    """Load each state_dict into its module or optimizer; a mismatch is one line naming both models."""
+    for name, module in modules.items():
+        if module is None:
+            continue
+        try:
+            module.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError) as e:
+            saved = state["cfg"].get("model", {}).get("name", "?")
+            raise UserError(f"{path} holds {name} of model={saved}, which does not fit model={model_name} "
+                            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120]})") from None
+
+
+class StopSignals:
+    """SIGINT/SIGTERM set a flag that the loop reads after each step, so the step in flight
+    finishes and a checkpoint is written before the run stops."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal() works only there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def real_batches(data, batch_size: int, start_batch: int = 0):
     """Endless (epoch, x, y) over epochs, starting at the global batch index `start_batch`."""
     per_epoch = data.batches_per_epoch(batch_size)
@@ -135,12 +186,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     tcfg = cfg.trainer
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
-    if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
-        raise UserError(f"{run_dir} already holds a run's checkpoints; a new run needs a new directory")
+    resume = bool(cfg.get("resume"))
+    if not resume and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
+        raise UserError(f"{run_dir} already holds a run's checkpoints; a new run needs a new directory "
+                        f"(or continue it with resume={run_dir})")
 
     # Device and seeds.
     device = resolve_device(tcfg.device)
     seed_everything(tcfg.seed)
+    if tcfg.deterministic:
+        torch.use_deterministic_algorithms(True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
@@ -179,8 +234,29 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     # Schedule and outputs.
     max_steps = tcfg.max_steps or max(1, tcfg.epochs * per_epoch // loss.n_critic)
     fixed_z, fixed_y, grid_nrow = fixed_inputs(z_dim, num_classes, noise, tcfg.seed, device)
-    writer = SummaryWriter(str(run_dir / "tb"))
     cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+    # Resume: every state as it was after the checkpoint's step, the RNG included, so the run
+    # goes on exactly as if it had never stopped; the data position follows from the batch count.
+    start_step, epoch = 0, 0
+    if resume:
+        path = ckpt_dir / "last.pt"
+        state = load_checkpoint(path, map_location=device)
+        changes = config_changes(state["cfg"], cfg_dict)
+        if changes:
+            log.warning("resuming with a config that differs from the saved run: %s", "; ".join(changes))
+        restore(state, path, cfg.model.name, {"G": G, "D": D, "G_ema": G_ema, "opt_G": opt_G, "opt_D": opt_D})
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        start_step, epoch = state["step"], state["epoch"]
+        log.info("resumed %s at step %d (epoch %d)", path, start_step, epoch)
+        if start_step >= max_steps:
+            log.info("nothing to do: the run is at step %d of %d (raise trainer.max_steps to go on)",
+                     start_step, max_steps)
+            return {"step": start_step}
+    # purge_step drops TensorBoard points written after the checkpoint by the stopped run.
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if resume else None)
 
     def save_samples(step: int) -> None:
         G_show = G_ema if G_ema is not None else G.eval()
@@ -211,12 +287,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     # Training loop.
     meter, metrics = Meter(), {}
-    batches = real_batches(data, B)
-    t_last, step_last = time.perf_counter(), 0
-    bar = tqdm(total=max_steps, desc="train", disable=not tcfg.progress, dynamic_ncols=True)
-    epoch = 0
+    batches = real_batches(data, B, start_batch=start_step * loss.n_critic)
+    t_last, step_last = time.perf_counter(), start_step
+    bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not tcfg.progress,
+               dynamic_ncols=True)
+    stop = StopSignals()
     try:
-        for step in range(1, max_steps + 1):
+        stop.install()
+        for step in range(start_step + 1, max_steps + 1):
             # Discriminator: n_critic updates; the last one's fake also serves the G update.
             for i in range(loss.n_critic):
                 epoch, real, y = next(batches)
@@ -246,7 +324,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             bar.update(1)
 
             # Log, sample, checkpoint.
-            last = step == max_steps
+            last = step == max_steps or stop.signum is not None
             if step % tcfg.log_every == 0 or step % tcfg.ckpt_every == 0 or last:
                 metrics = meter.read()
                 now = time.perf_counter()
@@ -260,7 +338,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 save_samples(step)
             if step % tcfg.ckpt_every == 0 or last:
                 save(step, epoch)
+            if stop.signum is not None:
+                name = signal.Signals(stop.signum).name
+                raise Interrupted(f"interrupted by {name} at step {step}; checkpoint saved in {ckpt_dir}; "
+                                  f"continue with: ganctl train resume={run_dir}", stop.signum)
     finally:  # keep what was logged, also when the loop stops on an error
+        stop.uninstall()
         bar.close()
         writer.close()
     log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,

@@ -1,0 +1,143 @@
+"""Resume continues exactly; SIGKILL loses nothing a checkpoint held; SIGINT/SIGTERM save and stop."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import run_ganctl
+from ganctl.checkpoint import load_checkpoint
+from ganctl.errors import UserError
+from ganctl.train import train
+
+STATES = ("G", "G_ema", "D", "opt_G", "opt_D")
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    for name in STATES:
+        flat_a, flat_b = _tensors(a[name]), _tensors(b[name])
+        assert flat_a.keys() == flat_b.keys()
+        for k in flat_a:
+            assert torch.equal(flat_a[k], flat_b[k]), f"{name}.{k} differs"
+    assert a["step"] == b["step"] and a["epoch"] == b["epoch"]
+
+
+def _tensors(d, prefix=""):
+    out = {}
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
+        if isinstance(v, (dict, list)):
+            out.update(_tensors(v, f"{prefix}{k}."))
+        elif isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# gan has dropout in D and wgan_gp draws interpolation coefficients: both use the RNG mid-step.
+@pytest.mark.parametrize("model,loss", [("dcgan", "bce"), ("gan", "wgan_gp")])
+def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(make_cfg, tmp_path, model, loss):
+    common = [f"model={model}", f"loss={loss}", "trainer.deterministic=true", "trainer.ckpt_every=100"]
+    train(make_cfg(*common, "trainer.max_steps=7"), tmp_path / "straight")
+    train(make_cfg(*common, "trainer.max_steps=3"), tmp_path / "stopped")
+    train(make_cfg(*common, "trainer.max_steps=7", f"resume={tmp_path / 'stopped'}"), tmp_path / "stopped")
+    assert_same_state(load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"),
+                      load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt"))
+
+
+def test_resume_warns_about_config_changes_and_refuses_another_model(make_cfg, tmp_path, caplog):
+    train(make_cfg("trainer.max_steps=2"), tmp_path)
+    train(make_cfg("trainer.max_steps=3", f"resume={tmp_path}"), tmp_path)
+    assert "trainer.max_steps: 2 -> 3" in caplog.text
+    with pytest.raises(UserError, match="model=dcgan, which does not fit model=gan"):
+        train(make_cfg("model=gan", "trainer.max_steps=4", f"resume={tmp_path}"), tmp_path)
+
+
+def test_resume_at_the_end_does_nothing(make_cfg, tmp_path):
+    train(make_cfg(), tmp_path)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    assert train(make_cfg(f"resume={tmp_path}"), tmp_path) == {"step": 2}
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+SMALL_DCGAN = ["model=dcgan", "model.G.ngf=16", "model.D.ndf=16"]
+RUN = ["trainer.batch_size=16", "trainer.progress=false",
+            "trainer.device=cpu", "trainer.deterministic=true", "dataset.download=false", "trainer.log_every=5",
+            "trainer.sample_every=1000"]
+
+
+def start_ganctl(*args, cwd, env):
+    import os
+    exe = [sys.executable, "-m", "ganctl"]
+    return subprocess.Popen([*exe, *args], cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(run_dir, proc, min_step: int, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        steps = [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pt")]
+        if steps and max(steps) >= min_step:
+            return max(steps)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint in time")
+
+
+def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, data_root):
+    env = {"GANCTL_DATA": str(data_root)}
+    args = [*SMALL_DCGAN, *RUN, "trainer.max_steps=120", "trainer.ckpt_every=7"]
+    straight = run_ganctl("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path, env=env)
+    assert straight.returncode == 0, straight.stderr
+
+    run_dir = tmp_path / "killed"
+    proc = start_ganctl("train", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env)
+    wait_for_checkpoint(run_dir, proc, min_step=14)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    killed_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    assert killed_at < 120
+
+    resumed = run_ganctl("train", f"resume={run_dir}", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_state(load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"),
+                      load_checkpoint(run_dir / "checkpoints" / "last.pt"))
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("Loss/D")]
+    assert steps == sorted(set(steps)) and steps[-1] == 120  # no duplicate points after the resume
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_finishes_the_step_saves_and_exits_non_zero(tmp_path, data_root, sig):
+    run_dir = tmp_path / "run"
+    proc = start_ganctl("train", *SMALL_DCGAN, *RUN, "trainer.max_steps=100000", "trainer.ckpt_every=5",
+                        f"hydra.run.dir={run_dir}", cwd=tmp_path, env={"GANCTL_DATA": str(data_root)})
+    wait_for_checkpoint(run_dir, proc, min_step=5)
+    sent = time.time()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    assert time.time() - sent < 10
+    assert proc.returncode == 128 + sig
+    lines = [line for line in stderr.splitlines() if line.strip() and "it/s" not in line]
+    assert len(lines) == 1 and f"interrupted by {signal.Signals(sig).name}" in lines[0], stderr
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert f"at step {state['step']};" in lines[0] and f"resume={run_dir}" in lines[0]
+
+
+def test_resume_through_the_cli_repeats_no_overrides_and_keeps_the_original_hydra_files(tmp_path, data_root):
+    env = {"GANCTL_DATA": str(data_root)}
+    run_dir = tmp_path / "run"
+    first = run_ganctl("train", *RUN, "model=cgan", "model.G.hidden=[16]", "model.D.hidden=[16]",
+                       "trainer.max_steps=4", f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    saved = {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()}
+    again = run_ganctl("train", f"resume={run_dir}", "trainer.max_steps=6", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["cfg"]["model"]["name"] == "cgan"
+    assert {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()} == saved
+    assert "trainer.max_steps: 4 -> 6" in (run_dir / "train.log").read_text()
+    refused = run_ganctl("train", "-m", f"resume={run_dir}", cwd=tmp_path, env=env)
+    assert refused.returncode != 0 and "cannot be combined with -m" in refused.stderr
