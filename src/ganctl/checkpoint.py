@@ -18,16 +18,23 @@ REQUIRED_KEYS = ("G", "D", "opt_G", "opt_D", "step", "epoch", "rng", "data", "cf
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, folder not writable: the previous file was never touched
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); "
+                        f"the previous checkpoint there is intact") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

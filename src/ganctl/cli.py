@@ -87,6 +87,41 @@ def _refuse_existing_run_dir(args: list[str]) -> None:
                 _fail(f"{run_dir} already holds a run's checkpoints; choose a new hydra.run.dir")
 
 
+def _one_line(e: BaseException) -> str:
+    """Hydra's multi-line composition errors (and their causes) as one line."""
+    parts = []
+    while e is not None:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        lines = [line for line in lines if not line.startswith(("full_key:", "object_type=", "reference_type="))]
+        if "Config search path:" in lines:  # Hydra's debugging aid, not the user's problem
+            lines = lines[:lines.index("Config search path:")]
+        text, text_is_list = "", False
+        for line in lines:  # "Available options in 'model':" then one option a line
+            text += (" " if not text or text.endswith((":", ".")) else ", " if text_is_list else ". ") + line
+            text_is_list = line.endswith(":") or text_is_list
+        if text.strip() and text.strip() not in parts:
+            parts.append(text.strip())
+        e = e.__cause__
+    return ": ".join(parts)
+
+
+def _check_train_config(args: list[str]) -> None:
+    """Compose the config as Hydra will and check its ranges, before Hydra creates a run directory,
+    so a bad value costs one line and leaves nothing behind. Multirun jobs are checked one by one."""
+    if any(a.startswith("-") for a in args):  # --help, --cfg, -m ...: Hydra's own business
+        return
+    from hydra import compose, initialize_config_module
+    overrides = [a for a in args if not a.startswith("hydra.")]
+    try:
+        with initialize_config_module("ganctl.conf", version_base="1.3"):
+            cfg = compose("train", overrides=overrides)
+    except Exception as e:
+        _fail(_one_line(e))
+    errors = config.range_errors(cfg)
+    if errors:
+        _fail("; ".join(errors))
+
+
 def _resume_args(args: list[str]) -> list[str]:
     """`resume=<run dir>` or `resume=true` (newest run): rerun Hydra in that directory with the
     run's own overrides first, so the user repeats none of them; new ones (trainer.max_steps=...)
@@ -138,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             rest = _resume_args(rest)
         except UserError as e:
             _fail(str(e))
+        _check_train_config(rest)
     sys.argv = [f"{Path(sys.argv[0]).name} {command}"] + _hydra_argv(rest)
     COMMANDS[command]()
 

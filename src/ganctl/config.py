@@ -193,6 +193,38 @@ class SampleConfig:
     outputs: str = "outputs"
 
 
+# key, what it must be, the test. Types are the schemas' job; these are the ranges.
+RANGES = [
+    ("trainer.batch_size", ">= 1", lambda v: v >= 1),
+    ("trainer.epochs", ">= 1", lambda v: v >= 1),
+    ("trainer.max_steps", "null or >= 1", lambda v: v is None or v >= 1),
+    ("trainer.log_every", ">= 1", lambda v: v >= 1),
+    ("trainer.sample_every", ">= 1", lambda v: v >= 1),
+    ("trainer.ckpt_every", ">= 1", lambda v: v >= 1),
+    ("trainer.keep_ckpts", ">= 0", lambda v: v >= 0),
+    ("trainer.label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("trainer.ema_decay", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optimizer.lr_g", "> 0", lambda v: v > 0),
+    ("optimizer.lr_d", "> 0", lambda v: v > 0),
+    ("optimizer.weight_decay", ">= 0", lambda v: v >= 0),
+    ("loss.n_critic", ">= 1", lambda v: v >= 1),
+    ("loss.gp_weight", ">= 0", lambda v: v >= 0),
+    ("loss.clip", "> 0", lambda v: v > 0),
+    ("model.z_dim", ">= 1", lambda v: v >= 1),
+]
+
+
+def range_errors(cfg) -> list[str]:
+    """`key=value: must be ...` for every value out of its allowed range."""
+    errors = []
+    for key, allowed, ok in RANGES:
+        node, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, node)
+        if parent is not None and leaf in parent and not ok(parent[leaf]):
+            errors.append(f"{key}={parent[leaf]}: must be {allowed}")
+    return errors
+
+
 def config_groups() -> str:
     """`group: option, ...` for every folder of the shipped conf/, for `ganctl train --help`
     (Hydra's own listing would also show the schema/ groups, which are not choices)."""

@@ -86,6 +86,17 @@ def load_fashion_mnist(root: str = "data", download: bool = True, split: str = "
     return InMemoryImages(images, labels, k, device, seed, rank, world_size)
 
 
+def _readable_image(path: Path) -> bool:
+    """PIL can parse the file; verify() checks its structure without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+
+
 class _ImageFiles(Dataset):
     def __init__(self, files, labels, mode, transform):
         self.files, self.labels, self.mode, self.transform = files, labels, mode, transform
@@ -118,6 +129,10 @@ class FolderImages:
             labels += [k] * len(found)
         if not files:
             raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root_path}")
+        bad = [f for f in files if not _readable_image(f)]
+        if bad:  # found now, not as a traceback from a DataLoader worker mid-epoch
+            raise UserError(f"{len(bad)} of {len(files)} image files under {root_path} cannot be read "
+                            f"(first: {bad[0]})")
         self.num_classes = max(len(classes), 1)
         self.img_channels, self.img_size = channels, img_size
         self.dataset = _ImageFiles(files, labels, "L" if channels == 1 else "RGB", T.Compose([

@@ -9,6 +9,7 @@ syncs of the loop besides sample grids and checkpoints.
 import copy
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -23,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
+from ganctl import config
 from ganctl.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from ganctl.errors import Interrupted, UserError
 from ganctl.nets.layers import dcgan_init
@@ -191,13 +193,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         raise UserError(f"{run_dir} already holds a run's checkpoints; a new run needs a new directory "
                         f"(or continue it with resume={run_dir})")
 
+    errors = config.range_errors(cfg)
+    if errors:
+        raise UserError("; ".join(errors))
+
     # Device and seeds.
     device = resolve_device(tcfg.device)
     seed_everything(tcfg.seed)
     if tcfg.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; cudnn.benchmark would pick
+        # algorithms by timing. Ops without a deterministic CUDA kernel then raise, by design.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not tcfg.deterministic
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
 
     # Load training set.
@@ -342,6 +350,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 name = signal.Signals(stop.signum).name
                 raise Interrupted(f"interrupted by {name} at step {step}; checkpoint saved in {ckpt_dir}; "
                                   f"continue with: ganctl train resume={run_dir}", stop.signum)
+    except torch.OutOfMemoryError:
+        raise UserError(f"out of memory on {device} at trainer.batch_size={B}; try "
+                        f"trainer.batch_size={max(1, B // 2)} or trainer.precision=bf16") from None
     finally:  # keep what was logged, also when the loop stops on an error
         stop.uninstall()
         bar.close()

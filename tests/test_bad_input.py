@@ -1,0 +1,119 @@
+"""Every bad input: one line on stderr, a non-zero exit, no traceback, nothing written or lost."""
+import errno
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import run_ganctl
+from ganctl import checkpoint
+from ganctl.checkpoint import load_checkpoint, save_checkpoint
+from ganctl.data import load_folder
+from ganctl.errors import UserError
+from ganctl.train import train
+from test_cli import assert_one_line_error
+
+
+@pytest.mark.parametrize("args,says", [
+    (["model=stylegan"], ["model/stylegan", "cdcgan, cgan, dcgan, gan"]),
+    (["trainer.batch_size=abc"], ["trainer.batch_size=abc", "Integer"]),
+    (["trainer.batch_size=0"], ["trainer.batch_size=0", ">= 1"]),
+    (["optimizer.lr_g=-1"], ["optimizer.lr_g=-1.0", "> 0"]),
+    (["loss=wgan_gp", "loss.gp_weight=-1"], ["loss.gp_weight=-1.0", ">= 0"]),
+    (["loss.n_critic=0"], ["loss.n_critic=0", ">= 1"]),
+    (["trainer.label_smoothing=1.5"], ["trainer.label_smoothing=1.5", "[0, 1)"]),
+])
+def test_bad_values_are_refused_before_anything_is_written(tmp_path, args, says):
+    assert_one_line_error(run_ganctl("train", *args, cwd=tmp_path), *says)
+    assert list(tmp_path.iterdir()) == []  # no run directory, no log
+
+
+def test_multirun_jobs_check_their_ranges_too(make_cfg, tmp_path):
+    with pytest.raises(UserError, match="trainer.batch_size=0: must be >= 1"):
+        train(make_cfg("trainer.batch_size=0"), tmp_path)
+
+
+def test_empty_folder_and_unreadable_images(tmp_path):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    with pytest.raises(UserError, match="no images"):
+        load_folder(str(tmp_path / "empty"))
+    images = tmp_path / "bad" / "cats"
+    images.mkdir(parents=True)
+    from PIL import Image
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(images / f"{i}.png")
+    (images / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(UserError, match=r"1 of 4 image files .* cannot be read \(first: .*broken.png\)"):
+        load_folder(str(tmp_path / "bad"))
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def full_disk(obj, f):
+        f.write(b"partial bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(UserError, match=r"could not write checkpoint .*last.pt \(No space left on device\); "
+                                        r"the previous checkpoint there is intact"):
+        save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_a_kill_at_any_moment_of_a_save_leaves_a_loadable_checkpoint(tmp_path):
+    script = (f"import torch, sys; sys.path.insert(0, {str(checkpoint.__file__.rsplit('/ganctl/', 1)[0])!r})\n"
+              "from ganctl.checkpoint import save_checkpoint\n"
+              "i = 0\n"
+              "while True:\n"
+              f"    save_checkpoint({{'i': i, 'w': torch.full((4_000_000,), float(i))}}, {str(tmp_path / 'last.pt')!r})\n"
+              "    i += 1\n")
+    for delay in (0.9, 1.3, 1.7):
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        while not (tmp_path / "last.pt").exists():
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = torch.load(tmp_path / "last.pt", weights_only=True)
+        assert torch.all(state["w"] == state["i"])  # whole, not torn
+
+
+@pytest.mark.parametrize("content,says", [
+    (None, "not a readable ganctl checkpoint"),  # truncated
+    (b"\x00garbage" * 100, "not a readable ganctl checkpoint"),
+    ("foreign", "not a ganctl checkpoint (missing"),
+    ("pickle", "not a readable ganctl checkpoint"),
+])
+def test_truncated_corrupted_or_foreign_checkpoints_are_one_line(tmp_path, content, says):
+    path = tmp_path / "model.pt"
+    if content is None:
+        save_checkpoint({"G": {"w": torch.ones(1000)}, "step": 1}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    elif content == "foreign":
+        torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    elif content == "pickle":  # an object weights_only refuses to build: it could run code
+        torch.save({"G": torch.nn.Linear(2, 2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(says)):
+        load_checkpoint(path)
+    assert_one_line_error(run_ganctl("sample", f"ckpt={path}", cwd=tmp_path), says)
+
+
+def test_out_of_memory_names_the_batch_size_and_a_way_out(make_cfg, tmp_path, monkeypatch):
+    from ganctl import losses
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(losses.BCE, "g_loss", oom)
+    with pytest.raises(UserError, match=r"out of memory on cpu at trainer.batch_size=16; try trainer.batch_size=8"):
+        train(make_cfg(), tmp_path)
