@@ -53,6 +53,12 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return state
 
 
+def holds_run(run_dir: Path) -> bool:
+    """A directory that already has checkpoints belongs to a run: only resume may write there."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    return ckpt_dir.is_dir() and any(ckpt_dir.iterdir())
+
+
 def newest_run(outputs: Path) -> Path:
     """The run directory under `outputs` whose checkpoints/last.pt was written last."""
     outputs = Path(outputs)

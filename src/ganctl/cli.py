@@ -82,9 +82,11 @@ def _refuse_existing_run_dir(args: list[str]) -> None:
     already holds a run before Hydra can overwrite its saved config."""
     for a in args:
         if a.startswith("hydra.run.dir="):
+            from ganctl.checkpoint import holds_run  # imports torch: only when a directory is named
             run_dir = Path(a.split("=", 1)[1])
-            if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-                _fail(f"{run_dir} already holds a run's checkpoints; choose a new hydra.run.dir")
+            if holds_run(run_dir):
+                _fail(f"{run_dir} already holds a run's checkpoints; choose a new hydra.run.dir "
+                      f"(or continue it with resume={run_dir})")
 
 
 def _one_line(e: BaseException) -> str:

@@ -25,7 +25,7 @@ from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from ganctl import config
-from ganctl.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
+from ganctl.checkpoint import holds_run, load_checkpoint, prune_checkpoints, save_checkpoint
 from ganctl.errors import Interrupted, UserError
 from ganctl.nets.layers import dcgan_init
 
@@ -189,7 +189,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     tcfg = cfg.trainer
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     resume = bool(cfg.get("resume"))
-    if not resume and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
+    if not resume and holds_run(run_dir):
         raise UserError(f"{run_dir} already holds a run's checkpoints; a new run needs a new directory "
                         f"(or continue it with resume={run_dir})")
 
