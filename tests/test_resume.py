@@ -54,6 +54,14 @@ def test_resume_warns_about_config_changes_and_refuses_another_model(make_cfg, t
         train(make_cfg("model=gan", "trainer.max_steps=4", f"resume={tmp_path}"), tmp_path)
 
 
+def test_resume_with_another_n_critic_continues_from_the_batches_seen(make_cfg, tmp_path):
+    train(make_cfg("model=gan", "loss=wgan", "trainer.max_steps=2"), tmp_path)  # 2 steps x 5 D batches
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["batch"] == 10
+    train(make_cfg("model=gan", "loss=wgan", "loss.n_critic=1", "trainer.max_steps=5", f"resume={tmp_path}"),
+          tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["batch"] == 13  # 10 + 3 steps x 1
+
+
 def test_resume_at_the_end_does_nothing(make_cfg, tmp_path):
     train(make_cfg(), tmp_path)
     before = (tmp_path / "checkpoints" / "last.pt").read_bytes()

@@ -12,7 +12,7 @@ import torch
 
 from ganctl.errors import UserError
 
-REQUIRED_KEYS = ("G", "D", "opt_G", "opt_D", "step", "epoch", "rng", "data", "cfg")
+REQUIRED_KEYS = ("G", "D", "opt_G", "opt_D", "step", "epoch", "batch", "rng", "data", "cfg")
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

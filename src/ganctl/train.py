@@ -246,7 +246,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     # Resume: every state as it was after the checkpoint's step, the RNG included, so the run
     # goes on exactly as if it had never stopped; the data position follows from the batch count.
-    start_step, epoch = 0, 0
+    start_step, start_batch, epoch = 0, 0, 0
     if resume:
         path = ckpt_dir / "last.pt"
         state = load_checkpoint(path, map_location=device)
@@ -257,7 +257,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-        start_step, epoch = state["step"], state["epoch"]
+        # The saved batch count, not step * n_critic: n_critic may differ on this command line.
+        start_step, start_batch, epoch = state["step"], state["batch"], state["epoch"]
         log.info("resumed %s at step %d (epoch %d)", path, start_step, epoch)
         if start_step >= max_steps:
             log.info("nothing to do: the run is at step %d of %d (raise trainer.max_steps to go on)",
@@ -285,7 +286,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     def save(step: int, epoch: int) -> None:
         state = {"G": G.state_dict(), "D": D.state_dict(),
                  **({"G_ema": G_ema.state_dict()} if G_ema is not None else {}), "opt_G": opt_G.state_dict(),
-                 "opt_D": opt_D.state_dict(), "step": step, "epoch": epoch, "batch": step * loss.n_critic,
+                 "opt_D": opt_D.state_dict(), "step": step, "epoch": epoch,
+                 "batch": start_batch + (step - start_step) * loss.n_critic,  # real batches D has seen
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
                  "data": data_info, "cfg": cfg_dict}
@@ -295,7 +297,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     # Training loop.
     meter, metrics = Meter(), {}
-    batches = real_batches(data, B, start_batch=start_step * loss.n_critic)
+    batches = real_batches(data, B, start_batch=start_batch)
     t_last, step_last = time.perf_counter(), start_step
     bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not tcfg.progress,
                dynamic_ncols=True)
