@@ -87,3 +87,21 @@ def test_gradient_penalty_critic_gets_per_sample_norm_without_being_asked(make_c
     bce_cfg = make_cfg(f"model={model}", "loss=bce")
     D = build_discriminator(bce_cfg.model, info, per_sample=instantiate(bce_cfg.loss).per_sample_critic)
     assert any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+
+
+def critic_norms(make_cfg, model, loss_name):
+    cfg = make_cfg(f"model={model}", f"loss={loss_name}")
+    loss = instantiate(cfg.loss)
+    D = build_discriminator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 0},
+                            per_sample=loss.per_sample_critic, clipped=loss.clipped_critic)
+    return {type(m).__name__ for m in D.modules() if "Norm" in type(m).__name__}
+
+
+def test_clipped_mlp_critic_gets_layer_norm_and_others_keep_theirs(make_cfg):
+    # Without a norm, clipped weights shrink every layer's output and the MLP critic turns
+    # nearly linear (G then learns one mean blob); LayerNorm keeps its activations at scale.
+    assert critic_norms(make_cfg, "gan", "wgan") == {"LayerNorm"}
+    assert critic_norms(make_cfg, "gan", "bce") == set()
+    assert critic_norms(make_cfg, "gan", "wgan_gp") == set()
+    assert critic_norms(make_cfg, "dcgan", "wgan") == {"BatchNorm2d"}  # the conv critic trains fine with it
+    assert critic_norms(make_cfg, "gan", "wgan") == critic_norms(make_cfg, "cgan", "wgan")

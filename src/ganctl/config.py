@@ -45,6 +45,7 @@ class MLPDiscriminatorConfig:
     hidden: List[int] = field(default_factory=lambda: [1024, 512, 256])
     dropout: float = 0.3
     embed_dim: int = 10
+    norm: str = "auto"
 
 
 @dataclass

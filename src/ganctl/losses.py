@@ -15,10 +15,12 @@ from torch import nn
 
 class Loss:
     """Base: `n_critic` D steps per G step; `per_sample_critic` asks for a critic without
-    BatchNorm (a gradient penalty is defined per sample); `label_smoothing` (one-sided, real
-    targets 1 - s) means something only where `uses_targets`."""
+    BatchNorm (a gradient penalty is defined per sample); `clipped_critic` says the critic's
+    weights are clipped; `label_smoothing` (one-sided, real targets 1 - s) means something only
+    where `uses_targets`."""
 
     per_sample_critic = False
+    clipped_critic = False
     uses_targets = False
 
     def __init__(self, n_critic: int = 1, label_smoothing: float = 0.0):
@@ -84,6 +86,8 @@ class LSGAN(Loss):
 class WGAN(Loss):
     """Wasserstein critic: D maximises E[D(real)] - E[D(fake)], kept Lipschitz by clipping its
     weights to [-clip, clip] after every step."""
+
+    clipped_critic = True
 
     def __init__(self, clip: float = 0.01, n_critic: int = 5, **kwargs):
         super().__init__(n_critic=n_critic, **kwargs)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
@@ -61,14 +61,15 @@ def build_generator(model_cfg, data_info: dict) -> torch.nn.Module:
     return G
 
 
-def build_discriminator(model_cfg, data_info: dict, per_sample: bool) -> torch.nn.Module:
+def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: bool = False) -> torch.nn.Module:
     """`per_sample`: the loss penalises per-sample gradients, so BatchNorm (which mixes the samples
-    of a batch) is replaced by a per-sample layer norm where model.D.norm is `auto`."""
+    of a batch) must not be used; `clipped`: the loss clips D's weights. model.D.norm=auto lets
+    the network pick its norm for these (its `auto_norm`)."""
     kwargs = {k: v for k, v in data_info.items() if k != "z_dim"}
     if "norm" in model_cfg.D:
         norm = model_cfg.D.norm
         if norm == "auto":
-            norm = "layer" if per_sample else "batch"
+            norm = get_class(model_cfg.D._target_).auto_norm(per_sample, clipped)
         elif norm == "batch" and per_sample:
             log.warning("model.D.norm=batch with a gradient penalty: the penalty is per sample and "
                         "BatchNorm mixes samples; model.D.norm=auto picks a per-sample norm")
@@ -228,7 +229,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.warning("trainer.label_smoothing has no effect on %s (it has no targets)",
                     type(loss).__name__)
     G = build_generator(cfg.model, data_info).to(device)
-    D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic).to(device)
+    D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic,
+                            clipped=loss.clipped_critic).to(device)
     # An exponential moving average of G's weights draws the sample grids and is what
     # `ganctl sample` uses: it is smoother than G's last iterate (Yazici et al. 2019).
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None

@@ -52,6 +52,11 @@ class Discriminator(nn.Module):
     The first layer is never normalised, as in DCGAN.
     """
 
+    @staticmethod
+    def auto_norm(per_sample: bool, clipped: bool) -> str:
+        """model.D.norm=auto: BatchNorm, except under a per-sample gradient penalty."""
+        return "layer" if per_sample else "batch"
+
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, ndf: int = 64,
                  norm: str = "batch"):
         super().__init__()

@@ -34,16 +34,30 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (B, C, H, W) [+ label] -> logit (B,). No BatchNorm, so it suits every loss."""
+    """image (B, C, H, W) [+ label] -> logit (B,). norm: `none` or `layer` (LayerNorm after
+    each hidden Linear); never BatchNorm, so it suits every loss."""
+
+    @staticmethod
+    def auto_norm(per_sample: bool, clipped: bool) -> str:
+        """model.D.norm=auto: LayerNorm under weight clipping, none otherwise. Clipped weights
+        shrink the activations of every unnormalised layer until the critic is nearly linear,
+        and a linear critic teaches G only the mean image (a grey blob of a digit)."""
+        return "layer" if clipped else "none"
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0,
-                 hidden=(1024, 512, 256), dropout: float = 0.3, embed_dim: int = 10):
+                 hidden=(1024, 512, 256), dropout: float = 0.3, embed_dim: int = 10,
+                 norm: str = "none"):
         super().__init__()
+        norm = "none" if norm == "auto" else norm
+        if norm not in ("layer", "none"):
+            raise ValueError(f"MLP discriminator norm must be layer or none, got {norm!r}")
         self.num_classes = num_classes
         self.cond = ConcatEmbedding(num_classes, embed_dim)
         layers, width = [], img_channels * img_size * img_size + self.cond.out_extra
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [nn.Linear(width, h)]
+            layers += [nn.LayerNorm(h)] if norm == "layer" else []
+            layers += [nn.LeakyReLU(0.2, inplace=True)]
             layers += [nn.Dropout(dropout)] if dropout > 0 else []
             width = h
         layers += [nn.Linear(width, 1)]
