@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 GROUPS = ("model", "loss", "dataset", "optimizer", "trainer")
 SHRINK = [
     "trainer.device=cpu", "trainer.batch_size=16", "trainer.max_steps=2", "trainer.progress=false",
-    "trainer.log_every=1", "trainer.sample_every=2", "trainer.ckpt_every=2",
+    "trainer.log_every=1", "trainer.sample_every=2", "trainer.ckpt_every=2", "trainer.eval_every=null",
 ]
 # Small widths per model family so that every test trains in well under a second.
 TINY_MODEL = {
@@ -106,6 +106,19 @@ def run_ganctl(*args: str, cwd: Path, env: dict | None = None, timeout: int = 30
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([*cmd, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Classifiers and real features go to a cache of this test session (subprocesses inherit
+    the variable), never to the user's ~/.cache/ganctl."""
+    old = os.environ.get("GANCTL_CACHE")
+    os.environ["GANCTL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("GANCTL_CACHE", None)
+    else:
+        os.environ["GANCTL_CACHE"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -22,11 +22,14 @@ USAGE = """usage: ganctl <command> [overrides] [hydra options]
 commands:
   train    train a GAN (ganctl train --help lists the config groups)
   sample   draw images from a trained generator (ganctl sample --help)
+  eval     FID, KID, IS, precision/recall, label accuracy of a trained generator
+  fit-classifier  train and cache the feature classifier that eval uses
 
 examples:
   ganctl train model=cdcgan loss=wgan_gp
   ganctl train -m optimizer.lr_g=1e-4,2e-4 loss=bce,lsgan
   ganctl sample label=5 n=64 out=fives.png
+  ganctl eval ckpt=outputs/<day>/<run> n=10000
 """
 
 log = logging.getLogger("ganctl")
@@ -56,10 +59,9 @@ def train_app(cfg: DictConfig) -> None:
     from ganctl.train import train
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("run directory: %s", run_dir)
-    _report_user_errors(train, cfg, run_dir)
-    # Nothing to return yet: a GAN's losses are no quality measure for a sweeper to minimise.
-    # The evaluation issue returns FID here.
-    return None
+    result = _report_user_errors(train, cfg, run_dir)
+    # The final FID (classifier features) is what a Hydra sweeper minimises; None with eval off.
+    return result.get("Eval/fid") if result else None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="sample")
@@ -68,7 +70,19 @@ def sample_app(cfg: DictConfig) -> None:
     _report_user_errors(sample, cfg)
 
 
-COMMANDS = {"train": train_app, "sample": sample_app}
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="eval")
+def eval_app(cfg: DictConfig) -> None:
+    from ganctl.evaluate import run_eval
+    _report_user_errors(run_eval, cfg)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="fit_classifier")
+def fit_classifier_app(cfg: DictConfig) -> None:
+    from ganctl.evaluate import run_fit_classifier
+    _report_user_errors(run_fit_classifier, cfg)
+
+
+COMMANDS = {"train": train_app, "sample": sample_app, "eval": eval_app, "fit-classifier": fit_classifier_app}
 
 
 def _hydra_argv(args: list[str]) -> list[str]:

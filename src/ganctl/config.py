@@ -166,11 +166,24 @@ class TrainerConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True
     log_every: int = 50
-    sample_every: int = 500
+    sample_every: int = 200
     ckpt_every: int = 1000
     keep_ckpts: int = 3
     progress: bool = True
     deterministic: bool = False
+    eval_every: Optional[int] = 500
+    eval_n: int = 2000
+
+
+class Backbone(str, Enum):
+    classifier = "classifier"
+    inception = "inception"
+
+
+@dataclass
+class EvalConfig:
+    backbone: Backbone = Backbone.classifier
+    inception_weights: Optional[str] = None
 
 
 @dataclass
@@ -181,6 +194,7 @@ class TrainConfig:
     dataset: Any = MISSING
     optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 @dataclass
@@ -189,9 +203,33 @@ class SampleConfig:
     label: Any = None
     n: Optional[int] = None
     seed: int = 0
-    out: str = "samples.png"
+    out: Optional[str] = None
     device: str = "auto"
     outputs: str = "outputs"
+    interpolate: Any = None
+    steps: int = 10
+    spherical: bool = False
+
+
+@dataclass
+class EvalCommandConfig:
+    ckpt: Optional[str] = None
+    which: str = "best"
+    n: int = 10_000
+    seed: int = 0
+    device: str = "auto"
+    outputs: str = "outputs"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class FitClassifierConfig:
+    dataset: Any = MISSING
+    epochs: int = 3
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    refit: bool = False
 
 
 # key, what it must be, the test. Types are the schemas' job; these are the ranges.
@@ -205,6 +243,8 @@ RANGES = [
     ("trainer.keep_ckpts", ">= 0", lambda v: v >= 0),
     ("trainer.label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
     ("trainer.ema_decay", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("trainer.eval_every", "null or >= 1", lambda v: v is None or v >= 1),
+    ("trainer.eval_n", ">= 100", lambda v: v >= 100),
     ("optimizer.lr_g", "> 0", lambda v: v > 0),
     ("optimizer.lr_d", "> 0", lambda v: v > 0),
     ("optimizer.weight_decay", ">= 0", lambda v: v >= 0),
@@ -244,6 +284,8 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)
+    cs.store(name="eval_schema", node=EvalCommandConfig)
+    cs.store(name="fit_classifier_schema", node=FitClassifierConfig)
     for group, name, node in [
         ("model", "mlp", MLPModelConfig),
         ("model", "dcgan", DCGANModelConfig),

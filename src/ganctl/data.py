@@ -144,6 +144,15 @@ class FolderImages:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image, in file order, as uint8 (N, C, H, W) on the CPU, and the labels (N,)."""
+        loader = DataLoader(self.dataset, batch_size=256, num_workers=self.num_workers)
+        xs, ys = [], []
+        for x, y in loader:
+            xs.append(((x + 1) * 127.5).round().to(torch.uint8))
+            ys.append(y.to(torch.int64))
+        return torch.cat(xs), torch.cat(ys)
+
     def batches_per_epoch(self, batch_size: int) -> int:
         return len(self) // (batch_size * self.world_size)
 

@@ -28,6 +28,7 @@ from ganctl import config
 from ganctl.checkpoint import holds_run, load_checkpoint, prune_checkpoints, save_checkpoint
 from ganctl.errors import Interrupted, UserError
 from ganctl.nets.layers import dcgan_init
+from ganctl.report import JsonLines, write_curves, write_progress_gif
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,23 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+def rng_untouched(device):
+    """Evaluation draws its own random numbers (a classifier's init, subsets): the training RNG
+    stream must come out as it went in, or a run would depend on its eval settings and cache."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def make_evaluator(cfg, device):
+    """The quick eval's Evaluator, or None (with a warning) where the dataset cannot have one."""
+    from ganctl.evaluate import Evaluator  # torchmetrics: imported only where eval is on
+    try:
+        with rng_untouched(device):
+            return Evaluator(cfg.dataset, device, cfg.eval.backbone, cfg.eval.inception_weights)
+    except UserError as e:
+        log.warning("quick eval is off: %s", e)
+        return None
+
+
 def real_batches(data, batch_size: int, start_batch: int = 0):
     """Endless (epoch, x, y) over epochs, starting at the global batch index `start_batch`."""
     per_epoch = data.batches_per_epoch(batch_size)
@@ -266,8 +284,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             log.info("nothing to do: the run is at step %d of %d (raise trainer.max_steps to go on)",
                      start_step, max_steps)
             return {"step": start_step}
-    # purge_step drops TensorBoard points written after the checkpoint by the stopped run.
+    best = state.get("best", {}) if resume else {}  # {"fid": value, "step": step} of best.pt
+    # purge_step drops TensorBoard points written after the checkpoint by the stopped run; the
+    # JSON-lines logs are cut the same way.
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if resume else None)
+    train_log, eval_log = JsonLines(run_dir / "metrics.jsonl"), JsonLines(run_dir / "eval.jsonl")
+    if resume:
+        train_log.truncate_after(start_step)
+        eval_log.truncate_after(start_step)
+    evaluator = make_evaluator(cfg, device) if tcfg.eval_every else None
 
     def save_samples(step: int) -> None:
         G_show = G_ema if G_ema is not None else G.eval()
@@ -285,20 +310,42 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             raise UserError(f"training diverged by step {step}: {', '.join(bad)} is not finite; "
                             f"the last good checkpoint in {ckpt_dir} is untouched")
 
-    def save(step: int, epoch: int) -> None:
-        state = {"G": G.state_dict(), "D": D.state_dict(),
+    def quick_eval(step: int) -> dict:
+        """A few thousand samples of the EMA generator against the real features: Eval/* scalars,
+        a line of eval.jsonl, and checkpoints/best.pt when FID improves."""
+        from ganctl.evaluate import scalars
+        with rng_untouched(device):
+            result = evaluator.evaluate(G_ema if G_ema is not None else G, num_classes, z_dim, noise,
+                                        n=tcfg.eval_n, seed=tcfg.seed, full=False)
+        values = scalars(result)
+        for k, v in values.items():
+            writer.add_scalar(f"Eval/{k}", v, step)
+        eval_log.append({"step": step, **values})
+        log.info("step %d eval: %s", step, ", ".join(f"{k} {values[k]:.4g}" for k in
+                                                      ("fid", "fid_ratio", "precision", "recall", "label_acc")
+                                                      if k in values))
+        if not best or values["fid"] < best["fid"]:
+            best.update(fid=values["fid"], step=step)
+            save_checkpoint(checkpoint_state(step, epoch), ckpt_dir / "best.pt")
+        return {f"Eval/{k}": v for k, v in values.items()}
+
+    def checkpoint_state(step: int, epoch: int) -> dict:
+        return {"G": G.state_dict(), "D": D.state_dict(),
                  **({"G_ema": G_ema.state_dict()} if G_ema is not None else {}), "opt_G": opt_G.state_dict(),
                  "opt_D": opt_D.state_dict(), "step": step, "epoch": epoch,
                  "batch": start_batch + (step - start_step) * loss.n_critic,  # real batches D has seen
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-                 "data": data_info, "cfg": cfg_dict}
+                 "data": data_info, "cfg": cfg_dict, "best": dict(best)}
+
+    def save(step: int, epoch: int) -> None:
+        state = checkpoint_state(step, epoch)
         save_checkpoint(state, ckpt_dir / f"step_{step}.pt")
         save_checkpoint(state, ckpt_dir / "last.pt")
         prune_checkpoints(ckpt_dir, tcfg.keep_ckpts)
 
     # Training loop.
-    meter, metrics = Meter(), {}
+    meter, metrics, eval_metrics = Meter(), {}, {}
     batches = real_batches(data, B, start_batch=start_batch)
     t_last, step_last = time.perf_counter(), start_step
     bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not tcfg.progress,
@@ -344,8 +391,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 t_last, step_last = now, step
                 for k, v in metrics.items():
                     writer.add_scalar(k, v, step)
+                train_log.append({"step": step, **metrics})
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
                 check_finite(step, metrics)  # a checkpoint step always logs first, so this guards it
+            if evaluator is not None and (step % tcfg.eval_every == 0 or step == max_steps):
+                eval_metrics = quick_eval(step)
             if step % tcfg.sample_every == 0 or last:
                 save_samples(step)
             if step % tcfg.ckpt_every == 0 or last:
@@ -363,4 +413,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         writer.close()
     log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,
              ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    return {"step": max_steps, **metrics}
+    write_curves(run_dir)
+    write_progress_gif(sample_dir, run_dir / "progress.gif")
+    if best:
+        log.info("best FID %.4g at step %d: %s", best["fid"], best["step"], ckpt_dir / "best.pt")
+    return {"step": max_steps, **metrics, **eval_metrics}

@@ -1,0 +1,249 @@
+"""Evaluation of a generator against its dataset, shared by `ganctl eval` and the training loop.
+
+    ev = Evaluator(dataset_cfg, device)                   # classifier + cached real features
+    result = ev.evaluate(G, num_classes, z_dim, noise, n=10_000)
+    print(format_table(result))
+
+Every metric is a row {value, n_real, n_fake}: how many real and generated samples stand behind it.
+Generated images are quantised to uint8 first, exactly as `ganctl sample` writes them.
+The real set is the training split's features in a fixed random order, cut into halves A and B:
+A is the reference every generator is compared with; B[:n] against A gives the real-vs-real floor
+of FID at the same sample sizes, so `fid / fid_floor` says how far a generator is from real data.
+"""
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from ganctl import metrics
+from ganctl.checkpoint import save_checkpoint
+from ganctl.classifier import cache_dir, load_or_fit, reference_data, to_uint8
+from ganctl.errors import UserError
+from ganctl.sample import generate
+
+log = logging.getLogger(__name__)
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name
+
+
+class InceptionBackbone:
+    """Inception-v3 pool features (2048) and logits through torchmetrics/torch-fidelity, from
+    weights on disk only."""
+
+    def __init__(self, weights: str | None, device):
+        path = Path(weights).expanduser() if weights else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+            import torch_fidelity  # noqa: F401  (torchmetrics needs it for Inception)
+        except (ImportError, ModuleNotFoundError):
+            raise UserError("eval.backbone=inception needs torch-fidelity: pip install torch-fidelity") from None
+        if not path.is_file():
+            raise UserError(f"Inception weights not found at {path}; download {INCEPTION_FILE} from "
+                            f"torch-fidelity's releases where a network exists and pass "
+                            f"eval.inception_weights=<file>")
+        self.pool = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(path)).to(device)
+        self.logits = NoTrainInceptionV3("inception-v3-compat", ["logits_unbiased"], str(path)).to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 200):
+        feats, logits = [], []
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(self.device)
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # grey -> RGB
+            feats.append(self.pool(x).float())
+            logits.append(self.logits(x).float())
+        return torch.cat(feats), torch.cat(logits)
+
+
+class Evaluator:
+    def __init__(self, dataset_cfg, device, backbone: str = "classifier",
+                 inception_weights: str | None = None):
+        backbone = getattr(backbone, "value", backbone)  # the config's str Enum, or a str
+        self.device = torch.device(device)
+        self.ref = reference_data(dataset_cfg)
+        self.num_classes = self.ref.num_classes
+        self.backbone_name = backbone
+        self.classifier, self.classifier_acc = (load_or_fit(self.ref, self.device)
+                                                if self.num_classes >= 2 else (None, None))
+        if backbone == "classifier":
+            if self.classifier is None:
+                raise UserError(f"dataset {self.ref.name} has one class, so no classifier can be "
+                                f"trained for its features; use eval.backbone=inception")
+            self.embed = self.classifier.embed
+        elif backbone == "inception":
+            self.embed = InceptionBackbone(inception_weights, self.device).embed
+        else:
+            raise UserError(f"eval.backbone={backbone}: choose classifier or inception")
+        feats, logits, labels = self._real_features()
+        perm = torch.randperm(len(feats), generator=torch.Generator().manual_seed(0))
+        half = len(feats) // 2
+        a, b = perm[:half], perm[half:]
+        self.real_a, self.labels_a = feats[a].to(self.device), labels[a]
+        self.real_b, self.logits_b = feats[b].to(self.device), logits[b]
+        if self.classifier is not None:  # the classifier's labels for B, whatever the backbone
+            self.real_pred_b = (logits[b].argmax(1) if backbone == "classifier"
+                                else self.classify(self.ref.train_x[b[:10_000]]))
+        self._floors: dict[int, float] = {}
+
+    def _real_features(self):
+        """Features, logits (of the backbone) and labels of the training split, cached on disk."""
+        path = cache_dir() / "features" / f"{self.backbone_name}-{self.ref.key}.pt"
+        if path.is_file():
+            try:
+                s = torch.load(path, map_location="cpu", weights_only=True)
+                return s["features"], s["logits"], s["labels"]
+            except Exception:
+                log.warning("cached real features %s are unreadable; computing them again", path)
+        log.info("computing %s features of %d real images (once; cached in %s)", self.backbone_name,
+                 len(self.ref.train_x), path.parent)
+        feats, logits = self.embed(self.ref.train_x)
+        feats, logits = feats.cpu(), logits.cpu()
+        save_checkpoint({"features": feats, "logits": logits, "labels": self.ref.train_y}, path)
+        return feats, logits, self.ref.train_y
+
+    def floor(self, n: int) -> float:
+        """FID of n real images (B) against the reference A: the best a generator can expect."""
+        if n not in self._floors:
+            self._floors[n] = metrics.fid(self.real_a, self.real_b[:n])
+        return self._floors[n]
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.embed(images)[1].argmax(1).cpu()
+
+    @torch.no_grad()
+    def evaluate(self, G, num_classes: int, z_dim: int, noise: str, n: int = 10_000, seed: int = 0,
+                 full: bool = True) -> dict:
+        """Metrics of n generated images. `full=False` (the training loop's quick eval) leaves out
+        the classifier two-sample test and intra-class FID."""
+        if n < 2:
+            raise UserError(f"n={n}: evaluation needs at least 2 generated images")
+        n = min(n, len(self.real_b))
+        was_training = G.training
+        G.eval()
+        labels = list(range(num_classes)) if num_classes else None
+        images, y = generate(G, n, labels, z_dim, noise, seed, self.device)
+        G.train(was_training)
+        images = to_uint8(images)
+        fake, fake_logits = self.embed(images)
+        n_a, n_pr = len(self.real_a), min(n, len(self.real_a))
+        rows = {}
+
+        def row(name, value, n_real, n_fake=n):
+            rows[name] = {"value": value, "n_real": n_real, "n_fake": n_fake}
+
+        fid = metrics.fid(self.real_a, fake)
+        row("fid", fid, n_a)
+        row("fid_floor", self.floor(n), n_a, 0)
+        rows["fid_floor"]["n_real_second"] = n  # the floor compares A with n other real images
+        row("fid_ratio", fid / max(self.floor(n), 1e-12), n_a)
+        kid_mean, kid_std = metrics.kid(self.real_a, fake, seed=seed)
+        row("kid", kid_mean, n_a)
+        row("kid_std", kid_std, n_a)
+        row("is", metrics.inception_score(fake_logits, seed=seed)[0], 0)
+        row("is_real", metrics.inception_score(self.logits_b[:n], seed=seed)[0], n, 0)
+        precision, recall = metrics.precision_recall(self.real_a[:n_pr], fake)
+        density, coverage = metrics.density_coverage(self.real_a[:n_pr], fake)
+        for name, v in (("precision", precision), ("recall", recall), ("density", density), ("coverage", coverage)):
+            row(name, v, n_pr)
+
+        if self.classifier is not None:
+            pred = self.classify(images)
+            real_pred = self.real_pred_b[:n]
+            row("label_tv", metrics.label_tv(real_pred, pred, self.num_classes), len(real_pred))
+            if num_classes:
+                row("label_acc", (pred == y).float().mean().item(), 0)
+                per_class = [(pred[y == k] == k).float().mean().item() for k in range(num_classes)]
+                row("label_acc_per_class", per_class, 0)
+        if full:
+            c2st = metrics.c2st_tv_bound(self.real_b[:n], fake, seed=seed)
+            row("c2st_acc", c2st["accuracy"], n)
+            row("c2st_tv_lower", c2st["tv_lower"], n)
+            rows["c2st_acc"]["n_test"] = rows["c2st_tv_lower"]["n_test"] = c2st["n_test"]
+            if num_classes:
+                per_class = []
+                for k in range(num_classes):
+                    real_k, fake_k = self.real_a[self.labels_a.to(self.device) == k], fake[y.to(self.device) == k]
+                    per_class.append(metrics.fid(real_k, fake_k) if len(fake_k) > 1 else math.nan)
+                row("intra_fid", sum(per_class) / len(per_class), n_a, n)
+                row("intra_fid_per_class", per_class, n_a, n)
+        return {"backbone": self.backbone_name, "classifier_test_acc": self.classifier_acc,
+                "classifier_key": self.ref.key, "metrics": rows}
+
+
+def scalars(result: dict) -> dict:
+    """The scalar metrics as {name: value} (per-class lists left out), for TensorBoard and JSON lines."""
+    return {k: r["value"] for k, r in result["metrics"].items() if not isinstance(r["value"], list)}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'metric':<16} {'value':>10} {'real':>7} {'generated':>9}"]
+    for name, r in result["metrics"].items():
+        if isinstance(r["value"], list):
+            continue
+        lines.append(f"{name:<16} {r['value']:>10.4g} {r['n_real']:>7} {r['n_fake']:>9}")
+    for name, r in result["metrics"].items():
+        if isinstance(r["value"], list):
+            lines.append(f"{name}: " + " ".join(f"{k}:{v:.3g}" for k, v in enumerate(r["value"])))
+    if result["classifier_test_acc"] is not None:
+        lines.append(f"feature classifier {result['classifier_key']}: "
+                     f"{100 * result['classifier_test_acc']:.2f}% test accuracy")
+    return "\n".join(lines)
+
+
+def eval_checkpoint_path(ckpt: str | None, which: str, outputs: str) -> Path:
+    """`which=best` takes checkpoints/best.pt of a run directory where the run kept one."""
+    from ganctl.checkpoint import newest_run, resolve_checkpoint
+    if which not in ("best", "last"):
+        raise UserError(f"which={which}: choose best or last")
+    path = newest_run(Path(outputs)) if ckpt is None else Path(ckpt).expanduser()
+    best = path / "checkpoints" / "best.pt"
+    if path.is_dir() and which == "best" and best.is_file():
+        return best
+    return resolve_checkpoint(str(path), outputs)
+
+
+def run_eval(cfg) -> dict:
+    """`ganctl eval`: metrics of one checkpoint, printed and written to <run>/eval.json."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from ganctl.checkpoint import load_checkpoint
+    from ganctl.train import build_generator, resolve_device
+
+    path = eval_checkpoint_path(cfg.ckpt, cfg.which, cfg.outputs)
+    state = load_checkpoint(path)
+    run_cfg = OmegaConf.create(state["cfg"])
+    device = resolve_device(cfg.device)
+    G = build_generator(run_cfg.model, state["data"])
+    G.load_state_dict(state.get("G_ema", state["G"]))
+    G.to(device)
+    ev = Evaluator(run_cfg.dataset, device, cfg.eval.backbone, cfg.eval.inception_weights)
+    result = ev.evaluate(G, state["data"]["num_classes"], run_cfg.model.z_dim, run_cfg.trainer.noise,
+                         n=cfg.n, seed=cfg.seed, full=True)
+    result = {"checkpoint": str(path.resolve()), "step": state["step"],
+              "generator": "G_ema" if "G_ema" in state else "G", **result}
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out = run_dir / "eval.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"{path} (step {state['step']}, {result['generator']})")
+    print(format_table(result))
+    print(f"wrote {out}")
+    return result
+
+
+def run_fit_classifier(cfg) -> None:
+    """`ganctl fit-classifier`: fit and cache the feature classifier of a dataset."""
+    from ganctl.classifier import classifier_path
+    from ganctl.train import resolve_device
+    ref = reference_data(cfg.dataset)
+    path = classifier_path(ref)
+    if path.is_file() and not cfg.refit:
+        _, acc = load_or_fit(ref, "cpu")
+        print(f"{path} exists ({100 * acc:.2f}% test accuracy); refit=true fits it again")
+        return
+    _, acc = load_or_fit(ref, resolve_device(cfg.device), refit=True, epochs=cfg.epochs,
+                         batch_size=cfg.batch_size, seed=cfg.seed)
+    print(f"wrote {path}: {100 * acc:.2f}% accuracy on {len(ref.test_x)} test images")

@@ -1,0 +1,184 @@
+"""Evaluation: the feature classifier and its cache, the Evaluator on generators whose quality is
+known (one that replays real images, one that draws a constant), training-time evals, and
+`ganctl eval` / `ganctl fit-classifier` end to end."""
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import run_ganctl, write_mnist
+from ganctl.checkpoint import load_checkpoint
+from ganctl.classifier import classifier_path, load_or_fit, reference_data, to_input
+from ganctl.evaluate import Evaluator
+from ganctl.train import train
+
+
+def mnist_cfg(root):
+    return OmegaConf.create({"_target_": "ganctl.data.load_mnist", "root": str(root),
+                             "download": False, "split": "train"})
+
+
+class ReplayG(torch.nn.Module):
+    """A 'generator' that returns real training images: of class y where y is given."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        super().__init__()
+        self.images, self.labels = to_input(images), labels
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # so it has a device
+
+    def forward(self, z, y=None):
+        # z's first coordinate picks the image, so different z give different images
+        pick = (z[:, 0].abs() * 1e4).long()
+        if y is None:
+            return self.images[pick % len(self.images)]
+        out = []
+        for p, k in zip(pick.tolist(), y.tolist()):
+            of_k = (self.labels == k).nonzero().squeeze(1)
+            out.append(self.images[of_k[p % len(of_k)]])
+        return torch.stack(out)
+
+
+class ConstantG(torch.nn.Module):
+    def __init__(self, image: torch.Tensor):
+        super().__init__()
+        self.image = to_input(image[None])
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, y=None):
+        return self.image.expand(len(z), -1, -1, -1)
+
+
+@pytest.fixture(scope="module")
+def bigger_mnist(tmp_path_factory):
+    """Enough tiny images for metrics to mean something: 600 train, 200 test."""
+    return write_mnist(tmp_path_factory.mktemp("mnist600"), n_train=600, n_test=200)
+
+
+def test_classifier_learns_the_classes_and_is_cached_under_a_data_key(bigger_mnist, tmp_path):
+    ref = reference_data(mnist_cfg(bigger_mnist))
+    assert ref.num_classes == 10 and ref.train_x.dtype == torch.uint8
+    clf, acc = load_or_fit(ref, "cpu")
+    assert acc > 0.95  # ten bar positions: an easy task the classifier must not get wrong
+    path = classifier_path(ref)
+    stamp = path.stat().st_mtime_ns
+    clf2, acc2 = load_or_fit(ref, "cpu")  # cached: not fitted again
+    assert path.stat().st_mtime_ns == stamp and acc2 == acc
+    other = reference_data(mnist_cfg(write_mnist(tmp_path, n_train=100, n_test=20)))
+    assert other.key != ref.key  # different pixels, different cache entry
+
+
+def test_real_images_score_near_the_floor_and_a_constant_scores_badly(bigger_mnist):
+    ev = Evaluator(mnist_cfg(bigger_mnist), "cpu")
+    ref = ev.ref
+    real = ev.evaluate(ReplayG(ref.train_x, ref.train_y), 10, 8, "normal", n=300, full=True)["metrics"]
+    const = ev.evaluate(ConstantG(ref.train_x[0]), 0, 8, "normal", n=300, full=True)["metrics"]
+    assert real["fid"]["value"] < 3 * real["fid_floor"]["value"] + 1
+    assert const["fid"]["value"] > 10 * real["fid"]["value"]
+    assert real["precision"]["value"] > 0.8 and real["recall"]["value"] > 0.8
+    assert const["recall"]["value"] < 0.05 and const["coverage"]["value"] < 0.05
+    assert real["label_acc"]["value"] > 0.95
+    assert len(real["label_acc_per_class"]["value"]) == 10
+    assert real["label_tv"]["value"] < 0.15 and const["label_tv"]["value"] > 0.8
+    assert real["c2st_tv_lower"]["value"] < 0.3 and const["c2st_tv_lower"]["value"] > 0.8
+    assert real["is"]["value"] > 5 and const["is"]["value"] == pytest.approx(1.0, abs=0.01)
+    assert "intra_fid" in real and "label_acc" not in const  # conditional metrics only where labels exist
+    assert real["fid"]["n_fake"] == 300 and real["fid"]["n_real"] == 300  # half of the 600 reals
+
+
+def test_training_evals_log_keep_the_best_and_draw_curves(make_cfg, tmp_path):
+    cfg = make_cfg("model=cdcgan", "trainer.max_steps=4", "trainer.eval_every=2", "trainer.eval_n=100",
+                   "trainer.sample_every=1")
+    result = train(cfg, tmp_path)
+    assert result["Eval/fid"] > 0 and "Eval/label_acc" in result
+    lines = [json.loads(x) for x in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4]
+    best = min(lines, key=lambda r: r["fid"])
+    state = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert state["step"] == best["step"] and state["best"]["fid"] == pytest.approx(best["fid"])
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("Eval/fid")] == [2, 4]
+    assert Image.open(tmp_path / "curves.png").size[0] > 400
+    gif = Image.open(tmp_path / "progress.gif")
+    assert gif.n_frames == 4  # one frame per sample grid, steps 1..4
+
+
+def test_resume_drops_eval_lines_written_after_the_checkpoint(make_cfg, tmp_path):
+    train(make_cfg("trainer.max_steps=2", "trainer.eval_every=1", "trainer.eval_n=100"), tmp_path)
+    with (tmp_path / "eval.jsonl").open("a") as f:  # as if a killed run had got one step further
+        f.write(json.dumps({"step": 3, "fid": 1.0}) + "\n")
+    train(make_cfg("trainer.max_steps=3", "trainer.eval_every=1", "trainer.eval_n=100",
+                   f"resume={tmp_path}"), tmp_path)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_one_class_folder_trains_with_eval_off_and_says_why(make_cfg, tmp_path, caplog):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):
+        Image.new("RGB", (16, 16), (i * 10, 0, 0)).save(folder / f"{i}.png")
+    cfg = make_cfg("dataset=folder", f"dataset.root={folder}", "dataset.img_size=16", "dataset.num_workers=0",
+                   "trainer.eval_every=1")
+    result = train(cfg, tmp_path / "run")
+    assert "Eval/fid" not in result
+    assert "quick eval is off" in caplog.text and "one class" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory, data_root):
+    cwd = tmp_path_factory.mktemp("evalcli")
+    r = run_ganctl("train", "model=cgan", f"dataset.root={data_root}", "dataset.download=false",
+                   "trainer.device=cpu", "trainer.batch_size=16", "trainer.max_steps=3", "trainer.eval_every=2",
+                   "trainer.eval_n=100", "model.G.hidden=[32]", "model.D.hidden=[32]", "trainer.progress=false",
+                   cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return cwd
+
+
+def test_eval_cli_prints_a_table_and_writes_eval_json(eval_run):
+    r = run_ganctl("eval", "n=200", cwd=eval_run)
+    assert r.returncode == 0, r.stderr
+    assert "best.pt" in r.stdout  # the run kept a best checkpoint, and eval says it used it
+    for name in ("fid", "fid_floor", "kid", "precision", "recall", "density", "coverage", "label_acc",
+                 "intra_fid", "label_tv", "c2st_tv_lower", "test accuracy"):
+        assert name in r.stdout, name
+    (out,) = list(eval_run.glob("outputs/*/*/eval.json"))
+    result = json.loads(out.read_text())
+    assert result["metrics"]["fid"]["n_fake"] == 32  # n capped at half of the 64 training images
+    assert result["generator"] == "G_ema" and result["classifier_test_acc"] is not None
+
+
+def test_eval_last_and_bad_input_are_one_line(eval_run):
+    r = run_ganctl("eval", "which=last", "n=50", cwd=eval_run)
+    assert r.returncode == 0 and "last.pt" in r.stdout
+    for args, fragment in ((["which=worst"], "which=worst"),
+                           (["eval.backbone=inception"], "inception"),
+                           (["n=1"], "n=1")):
+        r = run_ganctl("eval", *args, cwd=eval_run)
+        assert r.returncode == 2, args
+        assert len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.stderr
+
+
+def test_fit_classifier_cli_fits_once(tmp_path, data_root):
+    args = ("fit-classifier", f"dataset.root={data_root}", "dataset.download=false", "device=cpu")
+    first = run_ganctl(*args, "refit=true", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "wrote" in first.stdout and "accuracy" in first.stdout
+    again = run_ganctl(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "exists" in again.stdout
+
+
+def test_evaluation_leaves_training_untouched(make_cfg, tmp_path, monkeypatch):
+    # The first run fits the classifier (its own init and dropout), the second reads the cache,
+    # the third evaluates nothing: all three must train the same weights.
+    monkeypatch.setenv("GANCTL_CACHE", str(tmp_path / "fresh_cache"))
+    common = ["model=gan", "trainer.max_steps=3", "trainer.eval_n=100"]
+    for name, every in (("fits", 1), ("cached", 1), ("off", "null")):
+        train(make_cfg(*common, f"trainer.eval_every={every}"), tmp_path / name)
+    G = {name: load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["G"] for name in ("fits", "cached", "off")}
+    for name in ("cached", "off"):
+        assert all(torch.equal(G["fits"][k], G[name][k]) for k in G["fits"]), name
