@@ -160,3 +160,31 @@ def test_shell_completion_sees_past_the_subcommand(tmp_path):
 def test_sample_asks_for_at_least_one_image(trained):
     work, runs, _ = trained
     assert_one_line_error(run_ganctl("sample", f"ckpt={runs['dcgan']}", "n=0", cwd=work), "n=0")
+
+
+def test_sample_interpolations_write_a_strip_and_a_gif(trained):
+    work, runs, _ = trained
+    r = run_ganctl("sample", f"ckpt={runs['cdcgan']}", "interpolate=z", "n=3", "steps=5", "spherical=true",
+                   "out=walk.png", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(work / "walk.png").size == (2 + 5 * 30, 2 + 3 * 30)  # a row per path, a column per step
+    assert Image.open(work / "walk.gif").n_frames == 5 + 3  # there and back again
+    r = run_ganctl("sample", f"ckpt={runs['cdcgan']}", "interpolate=label", "label=[1,7]", "n=2", "steps=4",
+                   "out=morph.png", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(work / "morph.png").size == (2 + 4 * 30, 2 + 2 * 30)
+    r = run_ganctl("sample", f"ckpt={runs['dcgan']}", "interpolate=true", cwd=work)
+    assert r.returncode == 0 and (work / "interpolation.png").is_file() and (work / "interpolation.gif").is_file()
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["interpolate=label", "dcgan"], ["conditional"]),
+    (["interpolate=label", "label=3"], ["label=[a,b]"]),
+    (["interpolate=wobble"], ["interpolate=wobble", "z or label"]),
+    (["interpolate=z", "steps=1"], ["steps=1"]),
+])
+def test_sample_interpolation_bad_input_is_one_line(trained, args, fragments):
+    work, runs, _ = trained
+    ckpt = runs["dcgan"] if "dcgan" in args else runs["cdcgan"]
+    args = [a for a in args if a != "dcgan"]
+    assert_one_line_error(run_ganctl("sample", f"ckpt={ckpt}", *args, cwd=work), *fragments)

@@ -105,3 +105,24 @@ def test_clipped_mlp_critic_gets_layer_norm_and_others_keep_theirs(make_cfg):
     assert critic_norms(make_cfg, "gan", "wgan_gp") == set()
     assert critic_norms(make_cfg, "dcgan", "wgan") == {"BatchNorm2d"}  # the conv critic trains fine with it
     assert critic_norms(make_cfg, "gan", "wgan") == critic_norms(make_cfg, "cgan", "wgan")
+
+
+@pytest.mark.parametrize("model", ["cgan", "cdcgan"])
+def test_one_hot_class_weights_condition_like_labels(make_cfg, model):
+    # Label interpolation feeds float class weights; a one-hot row must mean its label.
+    cfg = make_cfg(f"model={model}")
+    G = build_generator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 10}).eval()
+    z, y = torch.randn(4, cfg.model.z_dim), torch.tensor([0, 3, 3, 9])
+    with torch.no_grad():
+        assert torch.allclose(G(z, y), G(z, torch.eye(10)[y]), atol=1e-6)
+
+
+def test_slerp_keeps_the_norm_where_lerp_shrinks_it():
+    from ganctl.interpolate import lerp, slerp
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    t = torch.tensor([[0.0], [0.5], [1.0]])
+    s = slerp(a, b, t)
+    assert torch.allclose(s[0], a[0]) and torch.allclose(s[2], b[0])
+    assert torch.allclose(s.norm(dim=1), torch.ones(3))
+    assert lerp(a, b, t)[1].norm().item() == pytest.approx(2 ** -0.5)
+    assert torch.allclose(slerp(a, a, t), a.expand(3, 2))  # parallel: no division by zero

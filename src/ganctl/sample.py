@@ -81,10 +81,25 @@ def sample(cfg: DictConfig) -> Path:
     G = build_generator(run_cfg.model, state["data"])
     G.load_state_dict(state.get("G_ema", state["G"]))  # the weight average where the run kept one
     G.to(device).eval()
+    if cfg.interpolate not in (None, False, "false", "False"):
+        return _interpolate(cfg, G, run_cfg, num_classes, ckpt_path, state["step"], device)
     images, y = generate(G, n, labels, run_cfg.model.z_dim, run_cfg.trainer.noise, cfg.seed, device)
 
     nrow = math.ceil(n / len(labels)) if labels and len(labels) > 1 else math.ceil(math.sqrt(n))
-    out = Path(cfg.out)
+    out = Path(cfg.out or "samples.png")
     what = write(images, y, out, nrow)
     print(f"wrote {what} to {out} from {ckpt_path} (step {state['step']})")
     return out
+
+
+def _interpolate(cfg, G, run_cfg, num_classes: int, ckpt_path: Path, step: int, device) -> Path:
+    from ganctl import interpolate
+    mode = "z" if str(cfg.interpolate).lower() == "true" else str(cfg.interpolate)
+    given = requested_labels(cfg.label, num_classes) if cfg.label is not None else None
+    rows = cfg.n if cfg.n is not None else 8
+    x = interpolate.paths(G, mode, rows, cfg.steps, given, num_classes, run_cfg.model.z_dim,
+                          run_cfg.trainer.noise, cfg.seed, cfg.spherical, device)
+    png, gif = interpolate.write(x, Path(cfg.out or "interpolation.png"))
+    print(f"wrote {rows} {mode} interpolations of {cfg.steps} steps to {png} and {gif} "
+          f"from {ckpt_path} (step {step})")
+    return png

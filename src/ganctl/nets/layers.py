@@ -31,7 +31,9 @@ def dcgan_init(module: nn.Module) -> None:
 
 class ConcatEmbedding(nn.Module):
     """Appends a learned label embedding to a flat input: (B, n) -> (B, n + embed_dim).
-    With num_classes=0 it is the identity, so one network class serves both cases."""
+    With num_classes=0 it is the identity, so one network class serves both cases.
+    y is int64 labels (B,), or float class weights (B, K) whose embedding is the weighted mix of
+    the class embeddings (interpolation between labels)."""
 
     def __init__(self, num_classes: int, embed_dim: int):
         super().__init__()
@@ -41,7 +43,8 @@ class ConcatEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if self.embed is None:
             return x
-        return torch.cat([x, self.embed(y).to(x.dtype)], dim=1)
+        e = y.to(self.embed.weight.dtype) @ self.embed.weight if y.is_floating_point() else self.embed(y)
+        return torch.cat([x, e.to(x.dtype)], dim=1)
 
 
 class ProjectionHead(nn.Module):
