@@ -126,3 +126,44 @@ def test_slerp_keeps_the_norm_where_lerp_shrinks_it():
     assert torch.allclose(s.norm(dim=1), torch.ones(3))
     assert lerp(a, b, t)[1].norm().item() == pytest.approx(2 ** -0.5)
     assert torch.allclose(slerp(a, a, t), a.expand(3, 2))  # parallel: no division by zero
+
+
+def test_conditional_batchnorm_generator_is_steered_by_the_label_at_every_layer(make_cfg):
+    from ganctl.nets.layers import ConditionalBatchNorm2d
+    cfg = make_cfg("model=cdcgan", "model.G.cbn=true")
+    G = build_generator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 10})
+    cbns = [m for m in G.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(cbns) == 2  # one per BatchNorm of the 28x28 generator
+    z, y = torch.randn(6, cfg.model.z_dim), torch.tensor([0, 1, 2, 3, 4, 5])
+    assert G(z, y).shape == (6, 1, 28, 28)
+    with torch.no_grad():
+        cbns[0].gain[3] += 1.0  # class 3's scale only
+    G.eval()
+    with torch.no_grad():
+        a = G(z, torch.full((6,), 3))
+        b = G(z, torch.full((6,), 4))
+        cbns[0].gain[3] -= 1.0
+        assert not torch.allclose(a, G(z, torch.full((6,), 3)))
+        assert torch.allclose(b, G(z, torch.full((6,), 4)))
+
+
+def test_minibatch_std_feature_is_the_spread_of_the_group():
+    from ganctl.nets.layers import MinibatchStd
+    x = torch.zeros(4, 2, 3, 3)
+    x[0] = 1.0  # one sample of the group of 4 differs by 1 everywhere: std = sqrt(3/16)
+    out = MinibatchStd(group=4)(x)
+    assert out.shape == (4, 3, 3, 3)
+    assert torch.allclose(out[:, 2], torch.full((4, 3, 3), (3 / 16) ** 0.5), atol=1e-4)
+    assert MinibatchStd(group=4)(torch.ones(4, 2, 3, 3))[:, 2].abs().max() < 1e-3  # no spread, no signal
+
+
+def test_minibatch_std_is_turned_off_under_a_gradient_penalty(make_cfg, caplog):
+    from ganctl.nets.layers import MinibatchStd
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
+    for loss_name, expected in (("bce", True), ("wgan_gp", False)):
+        cfg = make_cfg("model=dcgan", f"loss={loss_name}", "model.D.mbstd=true")
+        loss = instantiate(cfg.loss)
+        D = build_discriminator(cfg.model, info, per_sample=loss.per_sample_critic)
+        assert any(isinstance(m, MinibatchStd) for m in D.modules()) == expected
+        assert D(torch.randn(8, 1, 28, 28)).shape == (8,)
+    assert "mbstd is off" in caplog.text

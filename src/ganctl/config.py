@@ -54,6 +54,7 @@ class DCGANGeneratorConfig:
     z_dim: int = "${..z_dim}"  # type: ignore[assignment]
     ngf: int = 64
     embed_dim: int = 32
+    cbn: bool = False
 
 
 @dataclass
@@ -61,6 +62,7 @@ class DCGANDiscriminatorConfig:
     _target_: str = "ganctl.nets.dcgan.Discriminator"
     ndf: int = 64
     norm: str = "auto"
+    mbstd: bool = False
 
 
 @dataclass

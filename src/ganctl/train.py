@@ -75,6 +75,10 @@ def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: b
             log.warning("model.D.norm=batch with a gradient penalty: the penalty is per sample and "
                         "BatchNorm mixes samples; model.D.norm=auto picks a per-sample norm")
         kwargs["norm"] = norm
+    if model_cfg.D.get("mbstd") and per_sample:
+        log.warning("model.D.mbstd is off: it mixes the samples of a batch, and the loss's "
+                    "gradient penalty is per sample")
+        kwargs["mbstd"] = False
     D = instantiate(model_cfg.D, **kwargs)
     if model_cfg.init == "dcgan":
         dcgan_init(D)

@@ -65,3 +65,39 @@ class ProjectionHead(nn.Module):
         if self.embed is not None:
             out = out + (self.embed(y) * h).sum(dim=1)
         return out
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift come from the label (de Vries et al. 2017; BigGAN):
+    gamma = 1 + embed_g(y), beta = embed_b(y), so the class steers every layer of G, not only
+    its input. y: int64 labels (B,) or float class weights (B, K)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Parameter(torch.zeros(num_classes, channels))
+        self.bias = nn.Parameter(torch.zeros(num_classes, channels))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = y.to(self.gain.dtype) if y.is_floating_point() else nn.functional.one_hot(y, len(self.gain)).to(self.gain.dtype)
+        gamma, beta = 1 + w @ self.gain, w @ self.bias  # (B, C)
+        return self.bn(x) * gamma[:, :, None, None].to(x.dtype) + beta[:, :, None, None].to(x.dtype)
+
+
+class MinibatchStd(nn.Module):
+    """Appends one feature map: the std of each feature over groups of `group` samples, averaged
+    (Karras et al. 2018). D then sees how varied a batch is, which penalises a G that draws few
+    modes. It mixes samples, so it is off for per-sample gradient penalties."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        g = self.group if B % self.group == 0 else 1 if B == 1 else next(d for d in range(min(self.group, B), 0, -1) if B % d == 0)
+        if g == 1:
+            return torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)
+        s = x.float().view(g, B // g, C, H, W).var(0, unbiased=False).add(1e-8).sqrt().mean([1, 2, 3])  # (B/g,)
+        s = s.repeat(g)[:, None, None, None].expand(B, 1, H, W).to(x.dtype)
+        return torch.cat([x, s], dim=1)
