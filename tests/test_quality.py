@@ -1,0 +1,97 @@
+"""The quality bar on the real MNIST (slow: CI runs it with GANCTL_DATA set; skipped without the data).
+
+    GANCTL_DATA=../shared/data python -m pytest -m slow tests/test_quality.py
+
+Each run uses the shipped defaults through the `ganctl` command and is judged by the tool's own
+`ganctl eval` (10,000 samples, classifier features); docs/results.md has the measured figures.
+"""
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import options, run_ganctl
+
+DATA = os.environ.get("GANCTL_DATA")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not DATA or not (Path(DATA) / "MNIST" / "raw").is_dir(),
+                                 reason="needs the real MNIST: set GANCTL_DATA")]
+CHECKED_STEPS = 936  # 2 epochs at batch 128
+SHORT_STEPS = {"gan": 300, "cgan": 300, "dcgan": 150, "cdcgan": 150}
+
+
+@pytest.fixture(scope="module")
+def real_cache():
+    """The real data's classifier is fitted once and kept between CI runs where the cache persists."""
+    os.environ["GANCTL_CACHE"] = os.environ.get("GANCTL_REAL_CACHE", str(Path.home() / ".cache" / "ganctl"))
+
+
+def train_and_eval(tmp_path, *overrides, n=10_000):
+    run_dir = tmp_path / "run"
+    r = run_ganctl("train", *overrides, "dataset.download=false", "trainer.progress=false",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=3600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_ganctl("eval", f"ckpt={run_dir}", "which=last", f"n={n}", cwd=tmp_path, timeout=1800)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((run_dir / "eval.json").read_text())
+    return {k: v["value"] for k, v in result["metrics"].items()}, result
+
+
+@pytest.fixture(scope="module")
+def cdcgan_2_epochs(real_cache, tmp_path_factory):
+    return train_and_eval(tmp_path_factory.mktemp("cdcgan"), "model=cdcgan", f"trainer.max_steps={CHECKED_STEPS}")
+
+
+@pytest.fixture(scope="module")
+def dcgan_2_epochs(real_cache, tmp_path_factory):
+    return train_and_eval(tmp_path_factory.mktemp("dcgan"), "model=dcgan", f"trainer.max_steps={CHECKED_STEPS}")
+
+
+def test_conditional_dcgan_holds_its_measured_quality(cdcgan_2_epochs):
+    # A guard at the level measured on 2026-11-23 (label acc 93.1%, FID 102x the floor; see
+    # docs/results.md), so a change that makes the model worse fails here.
+    m, result = cdcgan_2_epochs
+    assert result["classifier_test_acc"] >= 0.99
+    assert m["label_acc"] >= 0.90
+    assert m["fid"] <= 150 * m["fid_floor"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 3's bar is not met yet: label acc 93.1%, FID 102x the floor "
+                                       "(docs/results.md); strict, so reaching it fails here until this mark goes")
+def test_conditional_dcgan_meets_the_quality_bar(cdcgan_2_epochs):
+    m, _ = cdcgan_2_epochs
+    assert m["label_acc"] >= 0.97
+    assert m["fid"] <= 25 * m["fid_floor"]
+
+
+def test_dcgan_draws_every_digit(dcgan_2_epochs):
+    m, _ = dcgan_2_epochs
+    assert m["label_tv"] <= 0.35  # measured 0.23 on 2026-11-23 (2,000 images)
+    assert m["recall"] >= 0.3
+
+
+@pytest.mark.xfail(strict=True, reason="issue 3's bar is not met yet: label TV 0.23 (docs/results.md)")
+def test_dcgan_draws_every_digit_in_near_equal_shares(dcgan_2_epochs):
+    # TV between the predicted-label distributions of real and generated images: 0.1 allows,
+    # for example, every class within about +-2 points of its real share.
+    m, _ = dcgan_2_epochs
+    assert m["label_tv"] <= 0.1
+
+
+@pytest.mark.parametrize("model,loss", list(itertools.product(options("model"), options("loss"))))
+def test_every_model_and_loss_trains_without_nan_or_collapse(real_cache, tmp_path, model, loss):
+    # A NaN stops training with a non-zero exit, which train_and_eval asserts against.
+    m, _ = train_and_eval(tmp_path, f"model={model}", f"loss={loss}", f"trainer.max_steps={SHORT_STEPS[model]}",
+                          n=2000)
+    assert m["fid"] == m["fid"]  # finite metrics from finite images
+    # Mode collapse makes the samples alike: their per-pixel spread across samples falls towards 0
+    # (real MNIST: 0.38 on the [-1, 1] scale). Early, noisy generators still vary; a
+    # collapsed one does not. Class shares are judged on the 2-epoch runs above, where they mean
+    # something; after a few hundred steps the classifier reads half-formed digits as one class.
+    r = run_ganctl("sample", f"ckpt={tmp_path / 'run'}", "n=500", "out=s.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    images = np.load(tmp_path / "s.npz")["images"].astype(np.float32) / 127.5 - 1
+    assert images.std(axis=0).mean() >= 0.15
