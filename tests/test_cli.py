@@ -144,6 +144,13 @@ def test_help_lists_config_groups_and_cfg_job_prints_the_config(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("command", ["sample", "eval", "fit-classifier"])
+def test_every_command_has_help(tmp_path, command):
+    result = run_ganctl(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ganctl {command}:") and "== Config ==" in result.stdout
+
+
 def test_unknown_command_and_bare_ganctl(tmp_path):
     assert_one_line_error(run_ganctl("fit", cwd=tmp_path), "fit", "train", "sample")
     result = run_ganctl(cwd=tmp_path)
