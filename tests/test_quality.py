@@ -51,15 +51,15 @@ def dcgan_2_epochs(real_cache, tmp_path_factory):
 
 
 def test_conditional_dcgan_holds_its_measured_quality(cdcgan_2_epochs):
-    # A guard at the level measured on 2026-11-23 (label acc 93.1%, FID 102x the floor; see
-    # docs/results.md), so a change that makes the model worse fails here.
+    # A guard at the level measured on 2026-11-23 (two runs: label acc 93.1% and 95.4%, FID 102x
+    # and 116x the floor; see docs/results.md), so a change that makes the model worse fails here.
     m, result = cdcgan_2_epochs
     assert result["classifier_test_acc"] >= 0.99
     assert m["label_acc"] >= 0.90
     assert m["fid"] <= 150 * m["fid_floor"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3's bar is not met yet: label acc 93.1%, FID 102x the floor "
+@pytest.mark.xfail(strict=True, reason="issue 3's bar is not met yet: label acc 93-95%, FID 102-116x the floor "
                                        "(docs/results.md); strict, so reaching it fails here until this mark goes")
 def test_conditional_dcgan_meets_the_quality_bar(cdcgan_2_epochs):
     m, _ = cdcgan_2_epochs
