@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not DATA or not (Path(DATA) / "MNIST" / "raw").is_dir(),
                                  reason="needs the real MNIST: set GANCTL_DATA")]
 CHECKED_STEPS = 936  # 2 epochs at batch 128
-SHORT_STEPS = {"gan": 300, "cgan": 300, "dcgan": 150, "cdcgan": 150}
+SHORT_STEPS = {"gan": 200, "cgan": 200, "dcgan": 100, "cdcgan": 100}  # short: the 20 pairs share CI time
 
 
 @pytest.fixture(scope="module")
