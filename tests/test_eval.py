@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import run_ganctl, write_mnist
 from ganctl.checkpoint import load_checkpoint
-from ganctl.classifier import classifier_path, load_or_fit, reference_data, to_input
+from ganctl.classifier import classifier_path, load_or_fit, reference_data
+from ganctl.data import to_float
 from ganctl.evaluate import Evaluator
 from ganctl.train import train
 
@@ -26,7 +27,7 @@ class ReplayG(torch.nn.Module):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         super().__init__()
-        self.images, self.labels = to_input(images), labels
+        self.images, self.labels = to_float(images), labels
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # so it has a device
 
     def forward(self, z, y=None):
@@ -44,7 +45,7 @@ class ReplayG(torch.nn.Module):
 class ConstantG(torch.nn.Module):
     def __init__(self, image: torch.Tensor):
         super().__init__()
-        self.image = to_input(image[None])
+        self.image = to_float(image[None])
         self.anchor = torch.nn.Parameter(torch.zeros(()))
 
     def forward(self, z, y=None):

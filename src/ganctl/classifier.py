@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from ganctl.checkpoint import save_checkpoint
+from ganctl.data import to_float
 from ganctl.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,6 @@ NUM_FEATURES = 128
 
 def cache_dir() -> Path:
     return Path(os.environ.get("GANCTL_CACHE", "~/.cache/ganctl")).expanduser()
-
-
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float in [-1, 1], the generators' range."""
-    return images.float().mul_(2.0 / 255.0).sub_(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8, exactly as `ganctl sample` writes images."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 class FeatureClassifier(nn.Module):
@@ -76,7 +67,7 @@ class FeatureClassifier(nn.Module):
         device = next(self.parameters()).device
         feats, logits = [], []
         for i in range(0, len(images), batch_size):
-            h = self.body(to_input(images[i:i + batch_size].to(device)))
+            h = self.body(to_float(images[i:i + batch_size].to(device)))
             feats.append(h.float())
             logits.append(self.head(h).float())
         return torch.cat(feats), torch.cat(logits)
@@ -153,7 +144,7 @@ def fit(ref: Reference, device, epochs: int = 3, batch_size: int = 128, lr: floa
             perm = torch.randperm(len(x_all), generator=g).to(device)
         i = step % per_epoch
         idx = perm[i * batch_size:(i + 1) * batch_size]
-        loss = F.cross_entropy(clf(to_input(x_all[idx])), y_all[idx])
+        loss = F.cross_entropy(clf(to_float(x_all[idx])), y_all[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

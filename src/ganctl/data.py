@@ -20,6 +20,16 @@ from ganctl.errors import UserError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [-1, 1], the range the networks see and G draws in."""
+    return images.float().mul_(2.0 / 255.0).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float in [-1, 1] (a generator's output, clamped) -> uint8, as images are written."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def epoch_permutation(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     g = torch.Generator(device=device)
     g.manual_seed(seed * 100_003 + epoch)
@@ -48,8 +58,7 @@ class InMemoryImages:
         perm = epoch_permutation(len(self), self.seed, epoch, self.device)[self.rank::self.world_size]
         for i in range(start, self.batches_per_epoch(batch_size)):
             idx = perm[i * batch_size:(i + 1) * batch_size]
-            x = self.images[idx].float().mul_(2.0 / 255.0).sub_(1.0)  # (B, C, H, W) in [-1, 1]
-            yield x, self.labels[idx]
+            yield to_float(self.images[idx]), self.labels[idx]  # x (B, C, H, W) in [-1, 1]
 
 
 def _torchvision_arrays(cls, folder: str, root: str, download: bool, split: str):
@@ -149,7 +158,7 @@ class FolderImages:
         loader = DataLoader(self.dataset, batch_size=256, num_workers=self.num_workers)
         xs, ys = [], []
         for x, y in loader:
-            xs.append(((x + 1) * 127.5).round().to(torch.uint8))
+            xs.append(to_uint8(x))
             ys.append(y.to(torch.int64))
         return torch.cat(xs), torch.cat(ys)
 

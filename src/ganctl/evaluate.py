@@ -18,7 +18,8 @@ import torch
 
 from ganctl import metrics
 from ganctl.checkpoint import save_checkpoint
-from ganctl.classifier import cache_dir, load_or_fit, reference_data, to_uint8
+from ganctl.classifier import cache_dir, load_or_fit, reference_data
+from ganctl.data import to_uint8
 from ganctl.errors import UserError
 from ganctl.sample import generate
 

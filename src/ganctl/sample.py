@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
+from ganctl.data import to_uint8
 from ganctl.errors import UserError
 from ganctl.train import build_generator, resolve_device, sample_noise
 
@@ -54,7 +55,7 @@ def generate(G, n: int, labels: list[int] | None, z_dim: int, noise: str, seed: 
 def write(images: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -> str:
     """*.png: one grid; *.npz: uint8 NCHW `images` and `labels`; anything else: a folder of PNGs."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    as_uint8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    as_uint8 = to_uint8(images)
     if out.suffix == ".png":
         save_image(as_uint8.float() / 255, out, nrow=nrow, padding=2)
         return f"a grid of {len(images)} images"
