@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -83,7 +84,7 @@ class Reference:
     test_y: torch.Tensor
     num_classes: int
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Dataset name, shape and a fingerprint of the pixels and labels, plus VERSION."""
         h = hashlib.sha1(VERSION.encode())
@@ -113,9 +114,6 @@ def reference_data(dataset_cfg) -> Reference:
         test_idx, train_idx = perm[:n_test], perm[n_test:]
         train_x, train_y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
         k = data.num_classes
-    if k < 2:
-        raise UserError(f"dataset {name} has one class, so no classifier can be trained for its "
-                        f"features; use eval.backbone=inception")
     return Reference(name, train_x, train_y, test_x, test_y, k)
 
 
@@ -159,6 +157,9 @@ def classifier_path(ref: Reference) -> Path:
 def load_or_fit(ref: Reference, device, refit: bool = False, **fit_kwargs) -> tuple[FeatureClassifier, float]:
     """The cached classifier for `ref` (fitting and caching it first where there is none) and its
     test accuracy."""
+    if ref.num_classes < 2:
+        raise UserError(f"dataset {ref.name} has one class, so no classifier can be trained for its "
+                        f"features; use eval.backbone=inception")
     path = classifier_path(ref)
     if path.is_file() and not refit:
         try:

@@ -66,12 +66,12 @@ class Evaluator:
         self.ref = reference_data(dataset_cfg)
         self.num_classes = self.ref.num_classes
         self.backbone_name = backbone
+        # The classifier backbone needs the classifier (load_or_fit refuses a one-class dataset);
+        # with Inception it only adds the label metrics, where there are labels.
         self.classifier, self.classifier_acc = (load_or_fit(self.ref, self.device)
-                                                if self.num_classes >= 2 else (None, None))
+                                                if backbone == "classifier" or self.num_classes >= 2
+                                                else (None, None))
         if backbone == "classifier":
-            if self.classifier is None:
-                raise UserError(f"dataset {self.ref.name} has one class, so no classifier can be "
-                                f"trained for its features; use eval.backbone=inception")
             self.embed = self.classifier.embed
         elif backbone == "inception":
             self.embed = InceptionBackbone(inception_weights, self.device).embed
@@ -195,14 +195,13 @@ def format_table(result: dict) -> str:
 
 def eval_checkpoint_path(ckpt: str | None, which: str, outputs: str) -> Path:
     """`which=best` takes checkpoints/best.pt of a run directory where the run kept one."""
-    from ganctl.checkpoint import newest_run, resolve_checkpoint
+    from ganctl.checkpoint import resolve_checkpoint
     if which not in ("best", "last"):
         raise UserError(f"which={which}: choose best or last")
-    path = newest_run(Path(outputs)) if ckpt is None else Path(ckpt).expanduser()
-    best = path / "checkpoints" / "best.pt"
-    if path.is_dir() and which == "best" and best.is_file():
-        return best
-    return resolve_checkpoint(str(path), outputs)
+    last = resolve_checkpoint(ckpt, outputs)
+    named_a_file = ckpt is not None and Path(ckpt).expanduser().is_file()
+    best = last.with_name("best.pt")
+    return best if which == "best" and not named_a_file and best.is_file() else last
 
 
 def run_eval(cfg) -> dict:
