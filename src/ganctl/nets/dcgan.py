@@ -31,7 +31,6 @@ class Generator(nn.Module):
         width = ngf * 2 ** n_up
         self.cond = ConcatEmbedding(num_classes, embed_dim)
 
-
         def bn(c):  # class-conditional BatchNorm where asked for (conditional models only)
             return ConditionalBatchNorm2d(c, num_classes) if cbn and num_classes else nn.BatchNorm2d(c)
 

@@ -29,6 +29,12 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def class_rows(table: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-class rows of `table` (K, D) for int64 labels y (B,), or their mix for float class
+    weights y (B, K) (interpolation between labels): (B, D)."""
+    return y.to(table.dtype) @ table if y.is_floating_point() else table[y]
+
+
 class ConcatEmbedding(nn.Module):
     """Appends a learned label embedding to a flat input: (B, n) -> (B, n + embed_dim).
     With num_classes=0 it is the identity, so one network class serves both cases.
@@ -43,8 +49,7 @@ class ConcatEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if self.embed is None:
             return x
-        e = y.to(self.embed.weight.dtype) @ self.embed.weight if y.is_floating_point() else self.embed(y)
-        return torch.cat([x, e.to(x.dtype)], dim=1)
+        return torch.cat([x, class_rows(self.embed.weight, y).to(x.dtype)], dim=1)
 
 
 class ProjectionHead(nn.Module):
@@ -79,8 +84,7 @@ class ConditionalBatchNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_classes, channels))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        w = y.to(self.gain.dtype) if y.is_floating_point() else nn.functional.one_hot(y, len(self.gain)).to(self.gain.dtype)
-        gamma, beta = 1 + w @ self.gain, w @ self.bias  # (B, C)
+        gamma, beta = 1 + class_rows(self.gain, y), class_rows(self.bias, y)  # (B, C)
         return self.bn(x) * gamma[:, :, None, None].to(x.dtype) + beta[:, :, None, None].to(x.dtype)
 
 
@@ -95,7 +99,7 @@ class MinibatchStd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        g = self.group if B % self.group == 0 else 1 if B == 1 else next(d for d in range(min(self.group, B), 0, -1) if B % d == 0)
+        g = next(d for d in range(min(self.group, B), 0, -1) if B % d == 0)  # largest group <= self.group
         if g == 1:
             return torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)
         s = x.float().view(g, B // g, C, H, W).var(0, unbiased=False).add(1e-8).sqrt().mean([1, 2, 3])  # (B/g,)

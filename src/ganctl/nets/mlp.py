@@ -48,7 +48,6 @@ class Discriminator(nn.Module):
                  hidden=(1024, 512, 256), dropout: float = 0.3, embed_dim: int = 10,
                  norm: str = "none"):
         super().__init__()
-        norm = "none" if norm == "auto" else norm
         if norm not in ("layer", "none"):
             raise ValueError(f"MLP discriminator norm must be layer or none, got {norm!r}")
         self.num_classes = num_classes
