@@ -42,10 +42,16 @@ def test_resuming_mid_epoch_gives_the_remaining_batches():
     assert len(rest) == 3 and all(torch.equal(a, b) for a, b in zip(full[2:], rest))
 
 
-def test_ranks_take_disjoint_shards_of_the_same_permutation():
+def test_ranks_split_each_global_batch_of_one_process():
+    """Two ranks at batch 4 see, batch by batch, what one process sees at batch 8: the premise of
+    DDP at per-rank batch b matching one process at batch 2b."""
     ranks = [numbered(40, rank=r, world_size=2) for r in range(2)]
-    shards = [[v for x, _ in d.epoch(0, 4) for v in x[:, 0, 0, 0].tolist()] for d in ranks]
-    assert len(shards[0]) == len(shards[1]) == 20 and not set(shards[0]) & set(shards[1])
+    single = [x[:, 0, 0, 0].tolist() for x, _ in numbered(40).epoch(0, 8)]
+    per_rank = [[x[:, 0, 0, 0].tolist() for x, _ in d.epoch(0, 4)] for d in ranks]
+    assert len(per_rank[0]) == len(per_rank[1]) == 5
+    assert [a + b for a, b in zip(*per_rank)] == single  # disjoint halves of the same batches
+    resumed = [x[:, 0, 0, 0].tolist() for x, _ in ranks[1].epoch(0, 4, start=3)]
+    assert resumed == per_rank[1][3:]
 
 
 def test_mnist_splits(data_root):

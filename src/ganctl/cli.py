@@ -56,10 +56,16 @@ def _report_user_errors(fn, *args):
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
 def train_app(cfg: DictConfig) -> None:
+    from ganctl import distributed
     from ganctl.train import train
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not distributed.init().is_main:
+        log.setLevel(logging.WARNING)  # rank 0 tells the story
     log.info("run directory: %s", run_dir)
-    result = _report_user_errors(train, cfg, run_dir)
+    try:
+        result = _report_user_errors(train, cfg, run_dir)
+    finally:
+        distributed.shutdown()
     # The final FID (classifier features) is what a Hydra sweeper minimises; None with eval off.
     return result.get("Eval/fid") if result else None
 
@@ -162,6 +168,19 @@ def _resume_args(args: list[str]) -> list[str]:
     return [*original, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
 
 
+def _torchrun_args(args: list[str]) -> list[str]:
+    """Under torchrun every rank runs this command: a sweep would run on every rank, so -m is
+    refused; ranks other than 0 write no .hydra/ files and no log file into the shared run dir."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return args
+    if "-m" in args or "--multirun" in args:
+        _fail("torchrun runs one training on many processes and cannot run a sweep (-m): every "
+              "rank would run all of its jobs; sweep with ganctl train -m and a launcher instead")
+    if int(os.environ.get("RANK", "0")) == 0:
+        return args
+    return [*args, "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if "-sc" in args or "--shell-completion" in args:
@@ -190,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         except UserError as e:
             _fail(str(e))
         _check_train_config(rest)
+        rest = _torchrun_args(rest)
     sys.argv = [f"{Path(sys.argv[0]).name} {command}"] + _hydra_argv(rest)
     COMMANDS[command]()
 

@@ -175,6 +175,7 @@ class TrainerConfig:
     deterministic: bool = False
     eval_every: Optional[int] = 500
     eval_n: int = 2000
+    sync_bn: bool = False
 
 
 class Backbone(str, Enum):
@@ -280,9 +281,18 @@ def config_groups() -> str:
     return "\n".join(lines)
 
 
+def _run_time():
+    from ganctl.distributed import run_time  # imports torch: only when a run directory is resolved
+    return run_time()
+
+
 def register() -> None:
     """Put the schemas into Hydra's ConfigStore under schema/<group>/<name>."""
     OmegaConf.register_new_resolver("ganctl_groups", config_groups, replace=True)
+    # ${ganctl_now:%H-%M-%S}: Hydra's ${now:} with rank 0's clock under torchrun, so that every
+    # rank resolves the same run directory.
+    OmegaConf.register_new_resolver("ganctl_now", lambda pattern: _run_time().strftime(pattern),
+                                    use_cache=True, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)

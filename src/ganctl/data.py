@@ -1,7 +1,7 @@
 """Training sets with one interface: `img_channels`, `img_size`, `num_classes`, `len()` and
 `epoch(e, batch_size)`, which yields (x, y) on the training device, x in [-1, 1] (B, C, H, W),
 y int64 (B,). Each epoch's order comes from a generator seeded with (seed, epoch), so a run can
-resume mid-epoch and DDP ranks can take disjoint shards of the same permutation.
+resume mid-epoch, and DDP ranks split each global batch of the same permutation.
 
     data = load_mnist(root="data", split="train", device="cuda")
     for x, y in data.epoch(0, batch_size=128): ...
@@ -36,6 +36,14 @@ def epoch_permutation(n: int, seed: int, epoch: int, device="cpu") -> torch.Tens
     return torch.randperm(n, generator=g, device=device)
 
 
+def rank_batches(perm: torch.Tensor, batch_size: int, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's (batches, batch_size) indices: global batch i is perm[i*B*W:(i+1)*B*W] and
+    rank r takes its r-th block of B, so W ranks at batch B see exactly the batches one process
+    sees at batch B*W (the last partial global batch dropped)."""
+    per_epoch = len(perm) // (batch_size * world_size)
+    return perm[:per_epoch * batch_size * world_size].view(per_epoch, world_size, batch_size)[:, rank]
+
+
 class InMemoryImages:
     """uint8 images (N, C, H, W) and int64 labels (N,), both on `device`."""
 
@@ -55,9 +63,8 @@ class InMemoryImages:
 
     def epoch(self, epoch: int, batch_size: int, start: int = 0):
         """Batches of one epoch (the last partial one dropped), from batch index `start`."""
-        perm = epoch_permutation(len(self), self.seed, epoch, self.device)[self.rank::self.world_size]
-        for i in range(start, self.batches_per_epoch(batch_size)):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
+        perm = epoch_permutation(len(self), self.seed, epoch, self.device)
+        for idx in rank_batches(perm, batch_size, self.rank, self.world_size)[start:]:
             yield to_float(self.images[idx]), self.labels[idx]  # x (B, C, H, W) in [-1, 1]
 
 
@@ -166,9 +173,9 @@ class FolderImages:
         return len(self) // (batch_size * self.world_size)
 
     def epoch(self, epoch: int, batch_size: int, start: int = 0):
-        perm = epoch_permutation(len(self), self.seed, epoch)[self.rank::self.world_size]
-        n = self.batches_per_epoch(batch_size) * batch_size
-        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=perm[start * batch_size:n].tolist(),
+        perm = epoch_permutation(len(self), self.seed, epoch)
+        mine = rank_batches(perm, batch_size, self.rank, self.world_size)[start:]
+        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=mine.reshape(-1).tolist(),
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                             drop_last=True)
         for x, y in loader:

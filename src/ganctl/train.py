@@ -5,8 +5,13 @@
 A step is one generator update after `loss.n_critic` discriminator updates, each on a fresh real
 batch. Scalars stay on the device and are read every `trainer.log_every` steps, the only host
 syncs of the loop besides sample grids and checkpoints.
+
+Under torchrun (W processes) G and D are wrapped in DistributedDataParallel, each rank takes its
+block of every global batch of B*W and the slice of the global batch's noise, and rank 0 alone
+writes; the ranks draw identical random streams, so rank 0's checkpoint resumes all of them.
 """
 import copy
+import json
 import logging
 import math
 import os
@@ -20,11 +25,12 @@ import numpy as np
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from ganctl import config
+from ganctl import config, distributed
 from ganctl.checkpoint import holds_run, load_checkpoint, prune_checkpoints, save_checkpoint
 from ganctl.errors import Interrupted, UserError
 from ganctl.nets.layers import dcgan_init
@@ -33,12 +39,15 @@ from ganctl.report import JsonLines, write_curves, write_progress_gif
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` is cuda where available; under torchrun each rank takes the GPU of its local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"trainer.device={name} but CUDA is not available here; use device=cpu or auto")
+    if device.type == "cuda" and distributed.launched():
+        device = torch.device("cuda", local_rank)
     return device
 
 
@@ -123,9 +132,10 @@ class Meter:
             self.counts[k] = self.counts.get(k, 0) + 1
 
     def read(self) -> dict:
+        """Means since the last read, over all ranks (every rank gets the same numbers)."""
         if not self.sums:
             return {}
-        values = torch.stack(list(self.sums.values())).tolist()
+        values = distributed.mean_over_ranks(torch.stack(list(self.sums.values()))).tolist()
         means = {k: v / self.counts[k] for k, v in zip(self.sums, values)}
         self.sums, self.counts = {}, {}
         return means
@@ -197,6 +207,13 @@ def make_evaluator(cfg, device):
         return None
 
 
+def wrap_ddp(module: torch.nn.Module, device, sync_bn: bool) -> torch.nn.Module:
+    """DistributedDataParallel around `module` (which stays the one that is saved)."""
+    if sync_bn:
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def real_batches(data, batch_size: int, start_batch: int = 0):
     """Endless (epoch, x, y) over epochs, starting at the global batch index `start_batch`."""
     per_epoch = data.batches_per_epoch(batch_size)
@@ -220,8 +237,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if errors:
         raise UserError("; ".join(errors))
 
-    # Device and seeds.
-    device = resolve_device(tcfg.device)
+    # Device, ranks and seeds.
+    ranks = distributed.init()
+    W = ranks.world_size
+    device = resolve_device(tcfg.device, ranks.local_rank)
+    if tcfg.sync_bn and W > 1 and device.type != "cuda":
+        raise UserError("trainer.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel)")
     seed_everything(tcfg.seed)
     if tcfg.deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; cudnn.benchmark would pick
@@ -232,7 +253,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
 
     # Load training set.
-    data = instantiate(cfg.dataset, device=device, seed=tcfg.seed)
+    data = instantiate(cfg.dataset, device=device, seed=tcfg.seed, rank=ranks.rank, world_size=W)
     num_classes = data.num_classes if cfg.model.conditional else 0
     if cfg.model.conditional and data.num_classes < 2:
         raise UserError(f"model={cfg.model.name} is conditional but the dataset has "
@@ -241,9 +262,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     B = tcfg.batch_size
     per_epoch = data.batches_per_epoch(B)
     if per_epoch == 0:
-        raise UserError(f"trainer.batch_size={B} is larger than the dataset ({len(data)} images)")
+        raise UserError(f"trainer.batch_size={B} is larger than the dataset ({len(data)} images)"
+                        + (f" for {W} processes" if W > 1 else ""))
     log.info("data: %d images of %dx%dx%d, %d classes, %d batches of %d per epoch", len(data),
-             data.img_size, data.img_size, data.img_channels, data.num_classes, per_epoch, B)
+             data.img_size, data.img_size, data.img_channels, data.num_classes, per_epoch, B * W)
+    if W > 1:
+        log.info("data parallel: %d processes (%s), batch %d each", W, torch.distributed.get_backend(), B)
 
     # Construct networks, loss and optimizers.
     loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing)
@@ -256,16 +280,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     # An exponential moving average of G's weights draws the sample grids and is what
     # `ganctl sample` uses: it is smoother than G's last iterate (Yazici et al. 2019).
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
+    # Under torchrun the loop drives DDP wrappers; G, D stay the modules that are saved. G's update
+    # calls D itself, not its wrapper: D's weights take no gradient there, and DDP would wait for them.
+    G_train, D_train = (wrap_ddp(G, device, tcfg.sync_bn), wrap_ddp(D, device, tcfg.sync_bn)) if W > 1 else (G, D)
+    G, D = getattr(G_train, "module", G), getattr(D_train, "module", D)
     opt_G = instantiate(cfg.optimizer.G)(G.parameters())
     opt_D = instantiate(cfg.optimizer.D)(D.parameters())
-    z_dim, noise = cfg.model.z_dim, tcfg.noise
+    z_dim, noise_kind = cfg.model.z_dim, tcfg.noise
     log.info("G: %.2fM parameters, D: %.2fM parameters, device %s",
              sum(p.numel() for p in G.parameters()) / 1e6,
              sum(p.numel() for p in D.parameters()) / 1e6, device)
 
     # Schedule and outputs.
     max_steps = tcfg.max_steps or max(1, tcfg.epochs * per_epoch // loss.n_critic)
-    fixed_z, fixed_y, grid_nrow = fixed_inputs(z_dim, num_classes, noise, tcfg.seed, device)
+    fixed_z, fixed_y, grid_nrow = fixed_inputs(z_dim, num_classes, noise_kind, tcfg.seed, device)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
     # Resume: every state as it was after the checkpoint's step, the RNG included, so the run
@@ -275,6 +303,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         path = ckpt_dir / "last.pt"
         state = load_checkpoint(path, map_location=device)
         changes = config_changes(state["cfg"], cfg_dict)
+        if state.get("world_size", 1) != W:  # the same batch index then names other images
+            changes.append(f"processes: {state.get('world_size', 1)} -> {W}")
         if changes:
             log.warning("resuming with a config that differs from the saved run: %s", "; ".join(changes))
         restore(state, path, cfg.model.name, {"G": G, "D": D, "G_ema": G_ema, "opt_G": opt_G, "opt_D": opt_D})
@@ -291,12 +321,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     best = state.get("best", {}) if resume else {}  # {"fid": value, "step": step} of best.pt
     # purge_step drops TensorBoard points written after the checkpoint by the stopped run; the
     # JSON-lines logs are cut the same way.
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if resume else None)
-    train_log, eval_log = JsonLines(run_dir / "metrics.jsonl"), JsonLines(run_dir / "eval.jsonl")
-    if resume:
-        train_log.truncate_after(start_step)
-        eval_log.truncate_after(start_step)
-    evaluator = make_evaluator(cfg, device) if tcfg.eval_every else None
+    # Rank 0 alone writes, evaluates and shows progress.
+    main = ranks.is_main
+    if main:
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if resume else None)
+        train_log, eval_log = JsonLines(run_dir / "metrics.jsonl"), JsonLines(run_dir / "eval.jsonl")
+        if resume:
+            train_log.truncate_after(start_step)
+            eval_log.truncate_after(start_step)
+    evaluator = make_evaluator(cfg, device) if tcfg.eval_every and main else None
 
     def save_samples(step: int) -> None:
         G_show = G_ema if G_ema is not None else G.eval()
@@ -319,7 +352,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         a line of eval.jsonl, and checkpoints/best.pt when FID improves."""
         from ganctl.evaluate import scalars
         with rng_untouched(device):
-            result = evaluator.evaluate(G_ema if G_ema is not None else G, num_classes, z_dim, noise,
+            result = evaluator.evaluate(G_ema if G_ema is not None else G, num_classes, z_dim, noise_kind,
                                         n=tcfg.eval_n, seed=tcfg.seed, full=False)
         values = scalars(result)
         for k, v in values.items():
@@ -338,11 +371,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                  **({"G_ema": G_ema.state_dict()} if G_ema is not None else {}), "opt_G": opt_G.state_dict(),
                  "opt_D": opt_D.state_dict(), "step": step, "epoch": epoch,
                  "batch": start_batch + (step - start_step) * loss.n_critic,  # real batches D has seen
-                 "rng": {"torch": torch.get_rng_state(),
+                 "world_size": W, "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
                  "data": data_info, "cfg": cfg_dict, "best": dict(best)}
 
     def save(step: int, epoch: int) -> None:
+        if W > 1:  # a collective: every rank takes part, rank 0 writes
+            differ = {name: distributed.replicas_differ(m) for name, m in (("G", G), ("D", D))}
+            if any(differ.values()):
+                raise RuntimeError(f"DDP replicas diverged by step {step}: {differ} parameters differ")
+            log.info("step %d: G and D identical on all %d ranks", step, W)
+        if not main:
+            return
         state = checkpoint_state(step, epoch)
         save_checkpoint(state, ckpt_dir / f"step_{step}.pt")
         save_checkpoint(state, ckpt_dir / "last.pt")
@@ -352,8 +392,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     meter, metrics, eval_metrics = Meter(), {}, {}
     batches = real_batches(data, B, start_batch=start_batch)
     t_last, step_last = time.perf_counter(), start_step
-    bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not tcfg.progress,
+    bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not (tcfg.progress and main),
                dynamic_ncols=True)
+
+    def draw_noise() -> torch.Tensor:
+        """This rank's slice of the global batch's noise: the same draws as one process at B*W."""
+        z = sample_noise(B * W, z_dim, noise_kind, device)
+        return z[ranks.rank * B:(ranks.rank + 1) * B] if W > 1 else z
+
     stop = StopSignals()
     try:
         stop.install()
@@ -362,11 +408,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             for i in range(loss.n_critic):
                 epoch, real, y = next(batches)
                 y = y if num_classes else None
-                z = sample_noise(B, z_dim, noise, device)
                 with autocast, torch.set_grad_enabled(i == loss.n_critic - 1):
-                    fake = G(z, y)
+                    fake = G_train(draw_noise(), y)
                 with autocast:
-                    d_loss, d_stats = loss.d_loss(D, real, fake.detach(), y)
+                    d_loss, d_stats = loss.d_loss(D_train, real, fake.detach(), y)
                 opt_D.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_D.step()
@@ -386,26 +431,30 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             meter.add({"Loss/G": g_loss})
             bar.update(1)
 
-            # Log, sample, checkpoint.
-            last = step == max_steps or stop.signum is not None
-            if step % tcfg.log_every == 0 or step % tcfg.ckpt_every == 0 or last:
+            # Log, sample, checkpoint. Ranks agree on stopping at log steps (one process: at once).
+            log_step = step % tcfg.log_every == 0
+            stopping = (distributed.any_rank(stop.signum is not None, device) if log_step
+                        else stop.signum is not None and W == 1)
+            last = step == max_steps or stopping
+            if log_step or step % tcfg.ckpt_every == 0 or last:
                 metrics = meter.read()
                 now = time.perf_counter()
-                metrics["Time/img_per_s"] = (step - step_last) * loss.n_critic * B / (now - t_last)
+                metrics["Time/img_per_s"] = (step - step_last) * loss.n_critic * B * W / (now - t_last)
                 t_last, step_last = now, step
-                for k, v in metrics.items():
-                    writer.add_scalar(k, v, step)
-                train_log.append({"step": step, **metrics})
-                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
+                if main:
+                    for k, v in metrics.items():
+                        writer.add_scalar(k, v, step)
+                    train_log.append({"step": step, **metrics})
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
                 check_finite(step, metrics)  # a checkpoint step always logs first, so this guards it
             if evaluator is not None and (step % tcfg.eval_every == 0 or step == max_steps):
                 eval_metrics = quick_eval(step)
-            if step % tcfg.sample_every == 0 or last:
+            if main and (step % tcfg.sample_every == 0 or last):
                 save_samples(step)
             if step % tcfg.ckpt_every == 0 or last:
                 save(step, epoch)
-            if stop.signum is not None:
-                name = signal.Signals(stop.signum).name
+            if stopping:
+                name = signal.Signals(stop.signum or signal.SIGTERM).name
                 raise Interrupted(f"interrupted by {name} at step {step}; checkpoint saved in {ckpt_dir}; "
                                   f"continue with: ganctl train resume={run_dir}", stop.signum)
     except torch.OutOfMemoryError:
@@ -414,11 +463,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     finally:  # keep what was logged, also when the loop stops on an error
         stop.uninstall()
         bar.close()
-        writer.close()
+        if main:
+            writer.close()
     log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,
              ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    write_curves(run_dir)
-    write_progress_gif(sample_dir, run_dir / "progress.gif")
+    if main:
+        write_curves(run_dir)
+        write_progress_gif(sample_dir, run_dir / "progress.gif")
     if best:
         log.info("best FID %.4g at step %d: %s", best["fid"], best["step"], ckpt_dir / "best.pt")
-    return {"step": max_steps, **metrics, **eval_metrics}
+    result = {"step": max_steps, **metrics, **eval_metrics}
+    if main:  # what a sweep's summary table reads
+        (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
