@@ -9,7 +9,9 @@ resume mid-epoch, and DDP ranks split each global batch of the same permutation.
 Datasets that fit in memory (MNIST, Fashion-MNIST) are one uint8 tensor on the device, indexed
 and normalised there: no DataLoader workers and no per-sample Python on the hot path.
 """
+import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -162,7 +164,7 @@ class FolderImages:
 
     def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every image, in file order, as uint8 (N, C, H, W) on the CPU, and the labels (N,)."""
-        loader = DataLoader(self.dataset, batch_size=256, num_workers=self.num_workers)
+        loader = DataLoader(self.dataset, batch_size=256, **self._workers())
         xs, ys = [], []
         for x, y in loader:
             xs.append(to_uint8(x))
@@ -172,11 +174,19 @@ class FolderImages:
     def batches_per_epoch(self, batch_size: int) -> int:
         return len(self) // (batch_size * self.world_size)
 
+    def _workers(self) -> dict:
+        """DataLoader worker settings with the start method named: inside a sweep job of Hydra's
+        joblib launcher the process-wide default is loky's own, which DataLoader cannot start."""
+        if self.num_workers == 0:
+            return {"num_workers": 0}
+        method = "fork" if sys.platform == "linux" else "spawn"
+        return {"num_workers": self.num_workers, "multiprocessing_context": multiprocessing.get_context(method)}
+
     def epoch(self, epoch: int, batch_size: int, start: int = 0):
         perm = epoch_permutation(len(self), self.seed, epoch)
         mine = rank_batches(perm, batch_size, self.rank, self.world_size)[start:]
         loader = DataLoader(self.dataset, batch_size=batch_size, sampler=mine.reshape(-1).tolist(),
-                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                            **self._workers(), pin_memory=self.device.type == "cuda",
                             drop_last=True)
         for x, y in loader:
             yield (x.to(self.device, non_blocking=True),

@@ -1,0 +1,89 @@
+"""The table at the end of a sweep: `summary.csv` and `summary.md` in the sweep directory, one row
+per job (its overrides and final metrics), best first.
+
+A Hydra callback (hydra.callbacks.summary in conf/train.yaml) that runs in the process that
+launched the sweep, after every job has finished. It reads what each job left on disk
+(`.hydra/overrides.yaml` and `result.json`), so it works the same for every launcher (basic,
+joblib, submitit) and sweeper (basic, optuna), wherever the jobs ran.
+"""
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# The metric a sweeper minimises (what `ganctl train` returns), then what a reader compares.
+RANK_BY = "Eval/fid"
+COLUMNS = ["Eval/fid", "Eval/fid_ratio", "Eval/label_acc", "Eval/precision", "Eval/recall",
+           "Loss/D", "Loss/G", "step"]
+RESULT_FILE = "result.json"
+
+
+def job_rows(sweep_dir: Path) -> list[dict]:
+    """One row per job directory under `sweep_dir`: {"job", "overrides", "status", metrics...}."""
+    rows = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        overrides = [o for o in OmegaConf.load(overrides_file) if not o.startswith("hydra.")]
+        result_file = job_dir / RESULT_FILE
+        result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+        rows.append({"job": job_dir.name, "overrides": " ".join(overrides),
+                     "status": "done" if result else "failed", **result})
+    return rows
+
+
+def varying_only(rows: list[dict]) -> list[dict]:
+    """Keep in each row's `overrides` only what differs between jobs (the swept values): the
+    overrides every job shares say nothing in a comparison. One job keeps them all."""
+    if len(rows) < 2:
+        return rows
+    shared = set.intersection(*(set(r["overrides"].split()) for r in rows))
+    return [{**r, "overrides": " ".join(o for o in r["overrides"].split() if o not in shared)}
+            for r in rows]
+
+
+def best_first(rows: list[dict]) -> list[dict]:
+    """Finished jobs by the ranked metric (lowest first), then those without it, then failures."""
+    def key(row):
+        value = row.get(RANK_BY)
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        return (row["status"] != "done", not finite, value if finite else 0.0, row["job"])
+    return sorted(rows, key=key)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_summary(sweep_dir: Path) -> list[dict]:
+    """Write summary.csv and summary.md into `sweep_dir`; return the rows, best first."""
+    rows = best_first(varying_only(job_rows(sweep_dir)))
+    present = [c for c in COLUMNS if any(c in r for r in rows)]
+    header = ["job", "overrides", "status", *present]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in header) + " |" for r in rows]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = write_summary(sweep_dir)
+        if rows:
+            best = rows[0]
+            log.info("sweep summary: %s (best first: %s%s)", sweep_dir / "summary.md", best["job"],
+                     f", {RANK_BY} {best[RANK_BY]:.4g}" if RANK_BY in best else "")
