@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import SHRINK, TINY_MODEL, run_ganctl, write_mnist
+from conftest import SHRINK, TINY_MODEL, run_ganctl
 from ganctl import distributed
 
 # No BatchNorm and no dropout: then a batch split over ranks gives exactly the gradient of the
@@ -30,14 +30,11 @@ def weights(run: Path) -> dict:
     return {f"{net}.{k}": v for net in ("G", "D", "G_ema") for k, v in state[net].items()}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_mnist(tmp_path_factory.mktemp("ddp_data"), n_train=128)
-
-
-def test_two_ranks_share_a_run_resume_and_equal_one_process_at_twice_the_batch(data, tmp_path):
-    common = [*SHRINK, *PLAIN_MLP, f"dataset.root={data}", "dataset.download=false"]
-    first = torchrun(*common, "trainer.batch_size=8", "trainer.max_steps=2", cwd=tmp_path)
+def test_two_ranks_share_a_run_resume_and_equal_one_process_at_twice_the_batch(data_root, tmp_path):
+    common = [*SHRINK, *PLAIN_MLP, f"dataset.root={data_root}", "dataset.download=false"]
+    # With the quick eval on: rank 0 evaluates alone while the others wait.
+    first = torchrun(*common, "trainer.batch_size=8", "trainer.max_steps=2", "trainer.eval_every=2",
+                     "trainer.eval_n=100", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     runs = list((tmp_path / "outputs").glob("*/*"))
     assert len(runs) == 1, runs  # both ranks resolved the same time-stamped directory
@@ -46,7 +43,7 @@ def test_two_ranks_share_a_run_resume_and_equal_one_process_at_twice_the_batch(d
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert list((tmp_path / "outputs").glob("*/*")) == [run]
 
-    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == ["last.pt", "step_2.pt", "step_4.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == ["best.pt", "last.pt", "step_2.pt", "step_4.pt"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_2.png", "step_4.png"]
     assert len(list((run / "tb").iterdir())) == 2  # first run and resume, rank 0 alone
     log = (run / "train.log").read_text()
@@ -55,6 +52,8 @@ def test_two_ranks_share_a_run_resume_and_equal_one_process_at_twice_the_batch(d
     assert "resumed" in log and "run directory" in log
     steps = [line.split(",")[0] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == ['{"step": 2', '{"step": 4']  # one line per log step, from rank 0 alone
+    evals = [line.split(",")[0] for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert evals == ['{"step": 2', '{"step": 4'] and (run / "checkpoints" / "best.pt").is_file()
 
     single = run_ganctl("train", *common, "trainer.batch_size=16", "trainer.max_steps=4",
                         f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)

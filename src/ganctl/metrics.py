@@ -29,9 +29,13 @@ class Precomputed(nn.Module):
         return x
 
 
+# sync_on_compute=False: the features are all in this process. Under torchrun rank 0 evaluates
+# alone, and torchmetrics would otherwise wait to gather features from the other ranks.
+
+
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to the two feature sets."""
-    m = FrechetInceptionDistance(feature=Precomputed(real.shape[1])).to(real.device)
+    m = FrechetInceptionDistance(feature=Precomputed(real.shape[1]), sync_on_compute=False).to(real.device)
     m.update(real, real=True)
     m.update(fake.to(real.device), real=False)
     return m.compute().item()
@@ -41,7 +45,8 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size:
         seed: int = 0) -> tuple[float, float]:
     """Kernel (cubic polynomial) MMD^2, unbiased, mean and std over random subsets."""
     size = min(subset_size, len(real), len(fake))
-    m = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+    m = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
+                                sync_on_compute=False)
     m.update(real.cpu(), real=True)
     m.update(fake.cpu(), real=False)
     with torch.random.fork_rng(devices=[]):

@@ -455,8 +455,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 save(step, epoch)
             if stopping:
                 name = signal.Signals(stop.signum or signal.SIGTERM).name
+                launcher = f"torchrun --nproc_per_node={W} -m " if W > 1 else ""
                 raise Interrupted(f"interrupted by {name} at step {step}; checkpoint saved in {ckpt_dir}; "
-                                  f"continue with: ganctl train resume={run_dir}", stop.signum)
+                                  f"continue with: {launcher}ganctl train resume={run_dir}", stop.signum)
     except torch.OutOfMemoryError:
         raise UserError(f"out of memory on {device} at trainer.batch_size={B}; try "
                         f"trainer.batch_size={max(1, B // 2)} or trainer.precision=bf16") from None
