@@ -95,3 +95,13 @@ def test_replica_check_finds_one_differing_weight(tmp_path, perturb):
     mp.spawn(_differ_worker, args=(str(tmp_path / "init"), perturb, str(tmp_path / "out")), nprocs=2)
     found = {(tmp_path / f"out.{r}").read_text() for r in range(2)}
     assert found == {"1" if perturb else "0"}  # every rank learns the same count
+
+
+def test_sync_bn_on_cpu_ranks_is_refused_in_one_line(data_root, tmp_path):
+    result = torchrun(*SHRINK, "model=dcgan", *TINY_MODEL["dcgan"], "trainer.sync_bn=true",
+                      f"dataset.root={data_root}", "dataset.download=false", cwd=tmp_path)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("ganctl: error:")]
+    assert ours and set(ours) == {"ganctl: error: trainer.sync_bn=true needs CUDA devices "
+                                  "(SyncBatchNorm has no CPU kernel)"}
+    assert not list((tmp_path / "outputs").glob("*/*/checkpoints"))
