@@ -15,7 +15,8 @@ from torchvision.utils import save_image
 from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
 from ganctl.data import to_uint8
 from ganctl.errors import UserError
-from ganctl.train import build_generator, resolve_device, sample_noise
+from ganctl.step import sample_noise
+from ganctl.train import build_generator, resolve_device
 
 log = logging.getLogger(__name__)
 

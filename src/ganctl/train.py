@@ -35,6 +35,7 @@ from ganctl.checkpoint import holds_run, load_checkpoint, prune_checkpoints, sav
 from ganctl.errors import Interrupted, UserError
 from ganctl.nets.layers import dcgan_init
 from ganctl.report import JsonLines, write_curves, write_progress_gif
+from ganctl.step import TrainStep, sample_noise
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # every device's default generator
-
-
-def sample_noise(n: int, z_dim: int, kind: str, device, generator=None) -> torch.Tensor:
-    """Latents (n, z_dim): N(0, 1) for kind="normal", U(-1, 1) for kind="uniform"."""
-    if kind == "uniform":
-        return torch.rand(n, z_dim, device=device, generator=generator).mul_(2).sub_(1)
-    return torch.randn(n, z_dim, device=device, generator=generator)
 
 
 def build_generator(model_cfg, data_info: dict) -> torch.nn.Module:
@@ -280,8 +274,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     # An exponential moving average of G's weights draws the sample grids and is what
     # `ganctl sample` uses: it is smoother than G's last iterate (Yazici et al. 2019).
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
-    # Under torchrun the loop drives DDP wrappers; G, D stay the modules that are saved. G's update
-    # calls D itself, not its wrapper: D's weights take no gradient there, and DDP would wait for them.
+    # Under torchrun the D update drives DDP wrappers; G, D stay the modules that are saved.
     G_train, D_train = (wrap_ddp(G, device, tcfg.sync_bn), wrap_ddp(D, device, tcfg.sync_bn)) if W > 1 else (G, D)
     G, D = getattr(G_train, "module", G), getattr(D_train, "module", D)
     opt_G = instantiate(cfg.optimizer.G)(G.parameters())
@@ -395,40 +388,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not (tcfg.progress and main),
                dynamic_ncols=True)
 
-    def draw_noise() -> torch.Tensor:
-        """This rank's slice of the global batch's noise: the same draws as one process at B*W."""
-        z = sample_noise(B * W, z_dim, noise_kind, device)
-        return z[ranks.rank * B:(ranks.rank + 1) * B] if W > 1 else z
+    train_step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=z_dim, noise=noise_kind, batch_size=B,
+                           autocast=autocast, G_train=G_train, D_train=D_train, rank=ranks.rank, world_size=W)
 
     stop = StopSignals()
     try:
         stop.install()
         for step in range(start_step + 1, max_steps + 1):
-            # Discriminator: n_critic updates; the last one's fake also serves the G update.
-            for i in range(loss.n_critic):
+            reals = []
+            for _ in range(loss.n_critic):  # each D update takes a fresh real batch
                 epoch, real, y = next(batches)
-                y = y if num_classes else None
-                with autocast, torch.set_grad_enabled(i == loss.n_critic - 1):
-                    fake = G_train(draw_noise(), y)
-                with autocast:
-                    d_loss, d_stats = loss.d_loss(D_train, real, fake.detach(), y)
-                opt_D.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_D.step()
-                loss.after_d_step(D)
-                meter.add({"Loss/D": d_loss, **d_stats})
-
-            # Generator: D's weights need no gradients here.
-            D.requires_grad_(False)
-            with autocast:
-                g_loss = loss.g_loss(D, fake, y)
-            opt_G.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_G.step()
-            D.requires_grad_(True)
+                reals.append((real, y if num_classes else None))
+            for stats in train_step(reals):
+                meter.add(stats)
             if G_ema is not None:
                 ema_update(G_ema, G, ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup))
-            meter.add({"Loss/G": g_loss})
             bar.update(1)
 
             # Log, sample, checkpoint. Ranks agree on stopping at log steps (one process: at once).
