@@ -142,6 +142,7 @@ class OptimizerConfig:
 @dataclass
 class AdamConfig(OptimizerConfig):
     betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    fused: Optional[bool] = None
 
 
 @dataclass
@@ -176,6 +177,8 @@ class TrainerConfig:
     eval_every: Optional[int] = 500
     eval_n: int = 2000
     sync_bn: bool = False
+    channels_last: bool = False
+    compile: str = "none"
 
 
 class Backbone(str, Enum):
@@ -236,6 +239,9 @@ class FitClassifierConfig:
 
 
 # key, what it must be, the test. Types are the schemas' job; these are the ranges.
+# trainer.compile: none, or a torch.compile mode (reduce-overhead captures CUDA graphs).
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+
 RANGES = [
     ("trainer.batch_size", ">= 1", lambda v: v >= 1),
     ("trainer.epochs", ">= 1", lambda v: v >= 1),
@@ -255,6 +261,7 @@ RANGES = [
     ("loss.gp_weight", ">= 0", lambda v: v >= 0),
     ("loss.clip", "> 0", lambda v: v > 0),
     ("model.z_dim", ">= 1", lambda v: v >= 1),
+    ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]
 
 

@@ -8,8 +8,11 @@ Nothing here reads a value back to the host: the returned scalars are detached t
 caller averages and reads every log_every steps.
 """
 import contextlib
+import logging
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def sample_noise(n: int, z_dim: int, kind: str, device, generator=None) -> torch.Tensor:
@@ -19,17 +22,38 @@ def sample_noise(n: int, z_dim: int, kind: str, device, generator=None) -> torch
     return torch.randn(n, z_dim, device=device, generator=generator)
 
 
+def compiled(G_train, D_train, D, mode: str = "none", per_sample_critic: bool = False):
+    """(G_train, D_train, D_g) under trainer.compile: the callables of G, of D in its own update,
+    and of D in G's update. The modules keep their weights and state_dict keys; the compiled
+    callables share them."""
+    D_g = D
+    if mode != "none":
+        opts = {} if mode == "default" else {"mode": mode}
+        G_train, D_g = torch.compile(G_train, **opts), torch.compile(D, **opts)
+        if per_sample_critic:
+            log.warning("trainer.compile: D's own update stays eager under a gradient penalty "
+                        "(torch.compile has no double backward); G and G's update are compiled")
+        else:
+            D_train = torch.compile(D_train, **opts)
+    return G_train, D_train, D_g
+
+
 class TrainStep:
     """G, D: the modules whose weights the optimizers hold. G_train, D_train: what the D update
-    calls (their DDP wrappers under torchrun, else G and D). The G update calls D itself: D's
-    weights take no gradient there, and a DDP wrapper would wait for them."""
+    calls (their DDP wrappers under torchrun, compiled with trainer.compile, else G and D).
+    D_g: D in the G update, never DDP-wrapped: D's weights take no gradient there, and a DDP
+    wrapper would wait for them. channels_last: real batches go to D in NHWC."""
 
     def __init__(self, G, D, opt_G, opt_D, loss, *, z_dim: int, noise: str, batch_size: int,
-                 autocast=None, G_train=None, D_train=None, rank: int = 0, world_size: int = 1):
+                 autocast=None, G_train=None, D_train=None, D_g=None, channels_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
         self.G, self.D, self.opt_G, self.opt_D, self.loss = G, D, opt_G, opt_D, loss
-        self.G_train, self.D_train = G_train or G, D_train or D
+        self.G_train = G if G_train is None else G_train  # (`or` would ask a compiled module its len)
+        self.D_train = D if D_train is None else D_train
+        self.D_g = D if D_g is None else D_g
         self.z_dim, self.noise_kind, self.B = z_dim, noise, batch_size
         self.autocast = autocast or contextlib.nullcontext()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.rank, self.W = rank, world_size
 
     def noise(self, device) -> torch.Tensor:
@@ -43,6 +67,7 @@ class TrainStep:
         loss, stats = self.loss, []
         # Discriminator: n_critic updates; the last one's fake also serves the G update.
         for i, (real, y) in enumerate(batches):
+            real = real.contiguous(memory_format=self.memory_format)
             with self.autocast, torch.set_grad_enabled(i == len(batches) - 1):
                 fake = self.G_train(self.noise(real.device), y)
             with self.autocast:
@@ -56,7 +81,7 @@ class TrainStep:
         # Generator.
         self.D.requires_grad_(False)
         with self.autocast:
-            g_loss = loss.g_loss(self.D, fake, y)
+            g_loss = loss.g_loss(self.D_g, fake, y)
         self.opt_G.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_G.step()

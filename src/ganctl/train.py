@@ -35,7 +35,7 @@ from ganctl.checkpoint import holds_run, load_checkpoint, prune_checkpoints, sav
 from ganctl.errors import Interrupted, UserError
 from ganctl.nets.layers import dcgan_init
 from ganctl.report import JsonLines, write_curves, write_progress_gif
-from ganctl.step import TrainStep, sample_noise
+from ganctl.step import TrainStep, compiled, sample_noise
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +271,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     G = build_generator(cfg.model, data_info).to(device)
     D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic,
                             clipped=loss.clipped_critic).to(device)
+    if tcfg.channels_last:  # before anything copies, wraps or optimises them
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     # An exponential moving average of G's weights draws the sample grids and is what
     # `ganctl sample` uses: it is smoother than G's last iterate (Yazici et al. 2019).
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
@@ -388,8 +390,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not (tcfg.progress and main),
                dynamic_ncols=True)
 
+    G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
     train_step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=z_dim, noise=noise_kind, batch_size=B,
-                           autocast=autocast, G_train=G_train, D_train=D_train, rank=ranks.rank, world_size=W)
+                           autocast=autocast, G_train=G_train, D_train=D_train, D_g=D_g,
+                           channels_last=tcfg.channels_last, rank=ranks.rank, world_size=W)
 
     stop = StopSignals()
     try:

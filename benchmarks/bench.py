@@ -1,0 +1,265 @@
+"""Training-step speed of ganctl against the plain tutorial loop for the same networks, measured
+in the same run on the same device.
+
+    python benchmarks/bench.py                                  # MNIST from $GANCTL_DATA or ./data
+    python benchmarks/bench.py --models dcgan --batches 128,1024 --variant "trainer.precision=bf16"
+
+For each model (with BCE, and with WGAN-GP unless --losses says otherwise) and batch size it
+times `--steps` training steps after `--warmup` steps, synchronising the device around the timed
+span, in `--rounds` alternating rounds of reference and ganctl, and reports the median. A step is
+one G update and n_critic D updates; img/s counts the real images D consumed, so an MNIST epoch
+is 60,000 / (img/s) seconds for both loops and every loss.
+
+The reference is the loop the tutorials write: torchvision's MNIST dataset with
+Compose([ToTensor(), Normalize((0.5,), (0.5,))]), a DataLoader(batch, shuffle=True,
+drop_last=True) with default workers, D ending in nn.Sigmoid() with nn.BCELoss() (WGAN-GP: the
+raw critic and the penalty computed the textbook way), noise drawn on the CPU and moved with
+.to(device), loss.item() after each D and G update, default Adam without fused or compile. Its
+networks are ganctl's own (built from the same config), so only the loop differs.
+
+Writes a JSON file (--out) and prints a Markdown table; docs/benchmarks.md keeps the results.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+from torch import nn
+
+from ganctl import config
+from ganctl.data import load_mnist
+from ganctl.step import TrainStep, compiled
+from ganctl.train import (build_discriminator, build_generator, ema_decay_at, ema_update, real_batches,
+                          resolve_device)
+
+MNIST_TRAIN = 60_000
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compose_cfg(model: str, loss: str, batch: int, root: str, variant: list[str]):
+    with initialize_config_module("ganctl.conf", version_base="1.3"):
+        return compose("train", overrides=[f"model={model}", f"loss={loss}", f"trainer.batch_size={batch}",
+                                           f"dataset.root={root}", "dataset.download=false", *variant])
+
+
+def networks(cfg, device, data_info, loss):
+    torch.manual_seed(0)
+    G = build_generator(cfg.model, data_info).to(device)
+    D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic,
+                            clipped=loss.clipped_critic).to(device)
+    return G, D
+
+
+class Timer:
+    """Times `steps` calls of fn after `warmup` calls; returns seconds per call."""
+
+    def __init__(self, device, warmup: int, steps: int):
+        self.device, self.warmup, self.steps = device, warmup, steps
+
+    def __call__(self, fn) -> float:
+        for _ in range(self.warmup):
+            fn()
+        sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(self.steps):
+            fn()
+        sync(self.device)
+        return (time.perf_counter() - t0) / self.steps
+
+
+def ganctl_step(cfg, device, data):
+    """ganctl's step as `ganctl train` runs it, with its switches: device-resident data, noise
+    drawn on the device, the EMA update, no host syncs."""
+    import copy
+    from hydra.utils import instantiate
+    tcfg = cfg.trainer
+    loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing)
+    num_classes = data.num_classes if cfg.model.conditional else 0
+    info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
+    G, D = networks(cfg, device, info, loss)
+    if tcfg.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
+    opt_G, opt_D = instantiate(cfg.optimizer.G)(G.parameters()), instantiate(cfg.optimizer.D)(D.parameters())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
+    G_train, D_train, D_g = compiled(G, D, D, tcfg.compile, loss.per_sample_critic)
+    step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
+                     batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
+                     D_g=D_g, channels_last=tcfg.channels_last)
+    batches = real_batches(data, tcfg.batch_size)
+    count = [0]
+
+    def run():
+        reals = []
+        for _ in range(loss.n_critic):
+            _, x, y = next(batches)
+            reals.append((x, y if num_classes else None))
+        step(reals)
+        count[0] += 1
+        if G_ema is not None:
+            ema_update(G_ema, G, ema_decay_at(count[0], tcfg.ema_decay, tcfg.ema_warmup))
+    return run, loss.n_critic
+
+
+class WithSigmoid(nn.Module):
+    """The tutorial D: the network's logit through nn.Sigmoid(), for nn.BCELoss()."""
+
+    def __init__(self, D):
+        super().__init__()
+        self.D, self.sigmoid = D, nn.Sigmoid()
+
+    def forward(self, x, y=None):
+        return self.sigmoid(self.D(x, y))
+
+
+def reference_step(cfg, device, root: str):
+    """The tutorial loop, one step per call."""
+    import torchvision
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+    from hydra.utils import instantiate
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    dataset = torchvision.datasets.MNIST(root, train=True, download=False, transform=transform)
+    if len(dataset) < cfg.trainer.batch_size:
+        raise SystemExit(f"bench: {len(dataset)} training images, fewer than a batch of {cfg.trainer.batch_size}")
+    loader = DataLoader(dataset, batch_size=cfg.trainer.batch_size, shuffle=True, drop_last=True)
+    loss = instantiate(cfg.loss)
+    conditional, z_dim = cfg.model.conditional, cfg.model.z_dim
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if conditional else 0}
+    G, D = networks(cfg, device, info, loss)
+    wgan_gp = type(loss).__name__ == "WGANGP"
+    n_critic = loss.n_critic if wgan_gp else 1
+    critic = D if wgan_gp else WithSigmoid(D)
+    criterion = nn.BCELoss()
+    opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
+    def batches():
+        while True:
+            yield from loader
+    data = batches()
+
+    def run():
+        for _ in range(n_critic):
+            real, labels = next(data)
+            real = real.to(device)
+            y = labels.to(device) if conditional else None
+            b = real.size(0)
+            noise = torch.randn(b, z_dim).to(device)
+            fake = G(noise, y)
+            opt_D.zero_grad()
+            if wgan_gp:
+                eps = torch.rand(b, 1, 1, 1).to(device)
+                x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+                grad = torch.autograd.grad(critic(x_hat, y).sum(), x_hat, create_graph=True)[0]
+                gp = ((grad.view(b, -1).norm(2, dim=1) - 1) ** 2).mean()
+                loss_D = critic(fake.detach(), y).mean() - critic(real, y).mean() + 10 * gp
+            else:
+                loss_D = (criterion(critic(real, y), torch.ones(b).to(device))
+                          + criterion(critic(fake.detach(), y), torch.zeros(b).to(device)))
+            loss_D.backward()
+            opt_D.step()
+            loss_D.item()
+        opt_G.zero_grad()
+        out = critic(fake, y)
+        loss_G = -out.mean() if wgan_gp else criterion(out, torch.ones(b).to(device))
+        loss_G.backward()
+        opt_G.step()
+        loss_G.item()
+    return run, n_critic
+
+
+def measure(model, loss, batch, args, device, variant) -> dict:
+    cfg = compose_cfg(model, loss, batch, args.data, [f"trainer.device={device}", *variant])
+    data = load_mnist(args.data, download=False, split="train", device=device)
+    timer = Timer(device, args.warmup, args.steps)
+    ours, n_critic = ganctl_step(cfg, device, data)
+    theirs, _ = reference_step(cfg, device, args.data)
+    ref_s, ganctl_s = [], []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.rounds):  # alternate, so drift of the machine hits both alike
+        ref_s.append(timer(theirs))
+        ganctl_s.append(timer(ours))
+    ref, ours_t = statistics.median(ref_s), statistics.median(ganctl_s)
+    images = n_critic * batch
+    row = {"model": model, "loss": loss, "batch": batch, "variant": " ".join(variant),
+           "ganctl_ms_per_step": 1e3 * ours_t, "reference_ms_per_step": 1e3 * ref,
+           "ganctl_img_per_s": images / ours_t, "reference_img_per_s": images / ref,
+           "ganctl_epoch_s": MNIST_TRAIN / (images / ours_t), "reference_epoch_s": MNIST_TRAIN / (images / ref),
+           "speedup": ref / ours_t, "rounds_ms": {"ganctl": [1e3 * t for t in ganctl_s],
+                                                   "reference": [1e3 * t for t in ref_s]}}
+    if device.type == "cuda":
+        row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
+
+
+def markdown(rows) -> str:
+    head = ("| model | loss | batch | variant | ganctl ms/step | reference ms/step | ganctl img/s | "
+            "epoch s (ganctl / ref) | speedup |")
+    lines = [head, "|" + " --- |" * 9]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['loss']} | {r['batch']} | {r['variant'] or '-'} | "
+                     f"{r['ganctl_ms_per_step']:.1f} | {r['reference_ms_per_step']:.1f} | "
+                     f"{r['ganctl_img_per_s']:.0f} | {r['ganctl_epoch_s']:.1f} / {r['reference_epoch_s']:.1f} | "
+                     f"{r['speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=os.environ.get("GANCTL_DATA", "data"), help="root holding MNIST/raw")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--models", default="gan,cgan,dcgan,cdcgan")
+    p.add_argument("--losses", default="bce,wgan_gp")
+    p.add_argument("--batches", default=None, help="comma list; default 128 (CPU) or 128,1024 (CUDA)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per round (default 20 CPU, 200 CUDA)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 CPU, 30 CUDA)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--variant", action="append", default=[],
+                   help="ganctl overrides for an extra row, e.g. 'trainer.precision=bf16' (repeatable)")
+    p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<device>-<date>.json)")
+    args = p.parse_args(argv)
+    config.register()
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    args.steps = args.steps or (200 if cuda else 20)
+    args.warmup = args.warmup or (30 if cuda else 3)
+    batches = [int(b) for b in (args.batches or ("128,1024" if cuda else "128")).split(",")]
+    if not cuda:
+        torch.set_num_threads(os.cpu_count() or 1)
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    variants = [[]] + [v.split() for v in args.variant]
+    rows = []
+    for model in args.models.split(","):
+        for loss in args.losses.split(","):
+            for batch in batches:
+                for variant in variants:
+                    row = measure(model, loss, batch, args, device, variant)
+                    rows.append(row)
+                    print(f"{model:7s} {loss:8s} batch {batch:5d} {' '.join(variant) or '-':28s} "
+                          f"ganctl {row['ganctl_ms_per_step']:8.1f} ms  reference {row['reference_ms_per_step']:8.1f} ms  "
+                          f"speedup {row['speedup']:.2f}x", flush=True)
+    result = {"device": name, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+              "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+              "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "rows": rows}
+    out = Path(args.out or f"benchmarks/results/{'cuda' if cuda else 'cpu'}-{result['date']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\n{name}, torch {torch.__version__}, {result['date']}\n\n{markdown(rows)}\n\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
