@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -253,7 +254,7 @@ def main(argv=None):
                           f"ganctl {row['ganctl_ms_per_step']:8.1f} ms  reference {row['reference_ms_per_step']:8.1f} ms  "
                           f"speedup {row['speedup']:.2f}x", flush=True)
     result = {"device": name, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
-              "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+              "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
               "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "rows": rows}
     out = Path(args.out or f"benchmarks/results/{'cuda' if cuda else 'cpu'}-{result['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
