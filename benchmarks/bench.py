@@ -36,9 +36,8 @@ from torch import nn
 
 from ganctl import config
 from ganctl.data import load_mnist
-from ganctl.step import TrainStep, compiled
-from ganctl.train import (build_discriminator, build_generator, ema_decay_at, ema_update, real_batches,
-                          resolve_device)
+from ganctl.train import (build_discriminator, build_generator, build_step, ema_decay_at, ema_update,
+                          real_batches, resolve_device)
 
 MNIST_TRAIN = 60_000
 
@@ -80,24 +79,16 @@ class Timer:
 
 
 def ganctl_step(cfg, device, data):
-    """ganctl's step as `ganctl train` runs it, with its switches: device-resident data, noise
-    drawn on the device, the EMA update, no host syncs."""
-    import copy
+    """ganctl's step as `ganctl train` builds and runs it, with its switches: device-resident data,
+    noise drawn on the device, the EMA update, no host syncs."""
     from hydra.utils import instantiate
     tcfg = cfg.trainer
     loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing)
     num_classes = data.num_classes if cfg.model.conditional else 0
     info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
-    G, D = networks(cfg, device, info, loss)
-    if tcfg.channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
-    opt_G, opt_D = instantiate(cfg.optimizer.G)(G.parameters()), instantiate(cfg.optimizer.D)(D.parameters())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
-    G_train, D_train, D_g = compiled(G, D, D, tcfg.compile, loss.per_sample_critic)
-    step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
-                     batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
-                     D_g=D_g, channels_last=tcfg.channels_last)
+    torch.manual_seed(0)
+    step, G_ema = build_step(cfg, info, loss, device, autocast)
     batches = real_batches(data, tcfg.batch_size)
     count = [0]
 
@@ -109,7 +100,7 @@ def ganctl_step(cfg, device, data):
         step(reals)
         count[0] += 1
         if G_ema is not None:
-            ema_update(G_ema, G, ema_decay_at(count[0], tcfg.ema_decay, tcfg.ema_warmup))
+            ema_update(G_ema, step.G, ema_decay_at(count[0], tcfg.ema_decay, tcfg.ema_warmup))
     return run, loss.n_critic
 
 

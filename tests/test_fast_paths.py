@@ -7,32 +7,24 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ganctl.step import TrainStep, compiled
-from ganctl.train import build_discriminator, build_generator, train
+from ganctl.train import build_generator, build_step, train
 
 STEPS = 3
 
 
-def run_steps(cfg, *, channels_last=False, compile="none", bf16=False) -> list[float]:
-    """STEPS training steps from seed 0 on fixed batches: every scalar the step returns."""
+def run_steps(cfg) -> list[float]:
+    """STEPS training steps of the step `ganctl train` builds from cfg, from seed 0 on fixed
+    batches: every scalar the step returns."""
     torch.manual_seed(0)
     loss = instantiate(cfg.loss)
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if cfg.model.conditional else 0}
-    G = build_generator(cfg.model, info)
-    D = build_discriminator(cfg.model, info, loss.per_sample_critic, loss.clipped_critic)
-    if channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    opt_G = instantiate(cfg.optimizer.G)(G.parameters())
-    opt_D = instantiate(cfg.optimizer.D)(D.parameters())
-    G_train, D_train, D_g = compiled(G, D, D, compile, loss.per_sample_critic)
-    step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise="normal", batch_size=8,
-                     autocast=torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
-                     G_train=G_train, D_train=D_train, D_g=D_g, channels_last=channels_last)
-    data = torch.Generator().manual_seed(1)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16")
+    step, _ = build_step(cfg, info, loss, torch.device("cpu"), autocast)
+    B, data = cfg.trainer.batch_size, torch.Generator().manual_seed(1)
     values = []
     for _ in range(STEPS):
-        reals = [(torch.rand(8, 1, 28, 28, generator=data) * 2 - 1,
-                  torch.randint(0, 10, (8,), generator=data) if info["num_classes"] else None)
+        reals = [(torch.rand(B, 1, 28, 28, generator=data) * 2 - 1,
+                  torch.randint(0, 10, (B,), generator=data) if info["num_classes"] else None)
                  for _ in range(loss.n_critic)]
         values += [v.item() for stats in step(reals) for v in stats.values()]
     return values
@@ -42,23 +34,24 @@ def run_steps(cfg, *, channels_last=False, compile="none", bf16=False) -> list[f
 def test_channels_last_and_fused_adam_match_the_plain_step(make_cfg, model, loss):
     plain = run_steps(make_cfg(f"model={model}", f"loss={loss}"))
     assert len(plain) >= 2 * STEPS and all(map(torch.isfinite, torch.tensor(plain)))
-    torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}"), channels_last=True),
+    torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}", "trainer.channels_last=true")),
                                plain, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}", "optimizer.fused=true")),
                                plain, rtol=1e-4, atol=1e-5)
 
 
 def test_bf16_autocast_stays_close_to_fp32(make_cfg):
-    cfg = make_cfg("model=dcgan", "loss=bce")
-    torch.testing.assert_close(run_steps(cfg, bf16=True), run_steps(cfg), rtol=0.05, atol=0.02)
+    torch.testing.assert_close(run_steps(make_cfg("model=dcgan", "trainer.precision=bf16")),
+                               run_steps(make_cfg("model=dcgan")), rtol=0.05, atol=0.02)
 
 
 @pytest.mark.parametrize("model,loss", [("dcgan", "bce"), ("gan", "wgan_gp")])
 def test_compiled_step_matches_the_plain_step(make_cfg, model, loss):
     """torch.compile (inductor, on the CPU here); under a gradient penalty D's update stays eager,
     since compile has no double backward. Dropout is off: compiled code draws its own masks."""
-    cfg = make_cfg(f"model={model}", f"loss={loss}", *(["model.D.dropout=0"] if model == "gan" else []))
-    torch.testing.assert_close(run_steps(cfg, compile="default"), run_steps(cfg), rtol=1e-4, atol=1e-5)
+    plain = [f"model={model}", f"loss={loss}", *(["model.D.dropout=0"] if model == "gan" else [])]
+    torch.testing.assert_close(run_steps(make_cfg(*plain, "trainer.compile=default")), run_steps(make_cfg(*plain)),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_training_runs_with_every_switch_on(make_cfg, tmp_path):

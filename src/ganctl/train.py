@@ -208,6 +208,33 @@ def wrap_ddp(module: torch.nn.Module, device, sync_bn: bool) -> torch.nn.Module:
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def build_step(cfg, data_info: dict, loss, device, autocast=None,
+               ranks: distributed.Ranks = distributed.Ranks()) -> tuple[TrainStep, torch.nn.Module | None]:
+    """The TrainStep that `ganctl train` (and the benchmark) runs, and the EMA copy of G (None with
+    trainer.ema_decay=0): G and D built on `device`, in channels_last, wrapped in DDP under torchrun
+    and compiled as trainer.* asks, with their optimizers. step.G, step.D are the modules saved."""
+    tcfg = cfg.trainer
+    G = build_generator(cfg.model, data_info).to(device)
+    D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic,
+                            clipped=loss.clipped_critic).to(device)
+    if tcfg.channels_last:  # before anything copies, wraps or optimises them
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    # An exponential moving average of G's weights draws the sample grids and is what
+    # `ganctl sample` uses: it is smoother than G's last iterate (Yazici et al. 2019).
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
+    # Under torchrun the D update drives DDP wrappers; G, D stay the modules that are saved.
+    W = ranks.world_size
+    G_train, D_train = (wrap_ddp(G, device, tcfg.sync_bn), wrap_ddp(D, device, tcfg.sync_bn)) if W > 1 else (G, D)
+    G, D = getattr(G_train, "module", G), getattr(D_train, "module", D)
+    opt_G = instantiate(cfg.optimizer.G)(G.parameters())
+    opt_D = instantiate(cfg.optimizer.D)(D.parameters())
+    G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
+    step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
+                     batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
+                     D_g=D_g, channels_last=tcfg.channels_last, rank=ranks.rank, world_size=W)
+    return step, G_ema
+
+
 def real_batches(data, batch_size: int, start_batch: int = 0):
     """Endless (epoch, x, y) over epochs, starting at the global batch index `start_batch`."""
     per_epoch = data.batches_per_epoch(batch_size)
@@ -268,19 +295,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if tcfg.label_smoothing and not loss.uses_targets:
         log.warning("trainer.label_smoothing has no effect on %s (it has no targets)",
                     type(loss).__name__)
-    G = build_generator(cfg.model, data_info).to(device)
-    D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic,
-                            clipped=loss.clipped_critic).to(device)
-    if tcfg.channels_last:  # before anything copies, wraps or optimises them
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    # An exponential moving average of G's weights draws the sample grids and is what
-    # `ganctl sample` uses: it is smoother than G's last iterate (Yazici et al. 2019).
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if tcfg.ema_decay > 0 else None
-    # Under torchrun the D update drives DDP wrappers; G, D stay the modules that are saved.
-    G_train, D_train = (wrap_ddp(G, device, tcfg.sync_bn), wrap_ddp(D, device, tcfg.sync_bn)) if W > 1 else (G, D)
-    G, D = getattr(G_train, "module", G), getattr(D_train, "module", D)
-    opt_G = instantiate(cfg.optimizer.G)(G.parameters())
-    opt_D = instantiate(cfg.optimizer.D)(D.parameters())
+    train_step, G_ema = build_step(cfg, data_info, loss, device, autocast, ranks)
+    G, D, opt_G, opt_D = train_step.G, train_step.D, train_step.opt_G, train_step.opt_D
     z_dim, noise_kind = cfg.model.z_dim, tcfg.noise
     log.info("G: %.2fM parameters, D: %.2fM parameters, device %s",
              sum(p.numel() for p in G.parameters()) / 1e6,
@@ -389,11 +405,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     t_last, step_last = time.perf_counter(), start_step
     bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not (tcfg.progress and main),
                dynamic_ncols=True)
-
-    G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
-    train_step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=z_dim, noise=noise_kind, batch_size=B,
-                           autocast=autocast, G_train=G_train, D_train=D_train, D_g=D_g,
-                           channels_last=tcfg.channels_last, rank=ranks.rank, world_size=W)
 
     stop = StopSignals()
     try:
