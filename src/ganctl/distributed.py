@@ -35,8 +35,8 @@ def init() -> Ranks:
     """Join the process group torchrun describes (once per process) and return this worker's ranks."""
     if not launched():
         return Ranks()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)  # NCCL binds each rank to its own GPU
             backend = "cpu:gloo,cuda:nccl"
@@ -44,7 +44,7 @@ def init() -> Ranks:
             backend = "gloo"
         # Rank 0 may spend minutes fitting the eval classifier while the others wait.
         dist.init_process_group(backend, timeout=timedelta(minutes=60))
-    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Ranks(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 _run_time: datetime | None = None
