@@ -93,6 +93,37 @@ def test_signs_a_better_discriminator_has_lower_loss_and_fooling_it_lowers_g_los
     assert loss.g_loss(FirstPixel(), fake + 0.1) < loss.g_loss(FirstPixel(), fake)
 
 
+class FirstPixelWithClasses(nn.Module):
+    """A 'discriminator' with an auxiliary classifier: logit = first value, class logits = the
+    next two values of its input."""
+
+    def forward(self, x, y=None):
+        v = x.flatten(1)
+        return v[:, 0], v[:, 1:3]
+
+
+def cross_entropy(logits, label) -> float:
+    return math.log(sum(math.exp(v) for v in logits)) - logits[label]
+
+
+@pytest.mark.parametrize("loss", [BCE(aux_weight=0.5), WGANGP(aux_weight=0.5)], ids=["bce", "wgan_gp"])
+def test_auxiliary_classifier_adds_weighted_cross_entropy_by_hand(loss):
+    # Real rows: logit, two class logits; D's classifier learns from real images, G from fakes.
+    real, fake = torch.tensor([[2.0, 1.0, -1.0], [-1.0, 0.0, 3.0]]), torch.tensor([[0.5, 2.0, 0.0], [-3.0, 0.0, 0.0]])
+    y = torch.tensor([0, 1])
+    d, stats = loss.d_loss(FirstPixelWithClasses(), real, fake, y)
+    g = loss.g_loss(FirstPixelWithClasses(), fake, y)
+    base = type(loss)()
+    d0, stats0 = base.d_loss(FirstPixel(), real, fake)
+    g0 = base.g_loss(FirstPixel(), fake)
+    ce_real = mean([cross_entropy([1.0, -1.0], 0), cross_entropy([0.0, 3.0], 1)])
+    ce_fake = mean([cross_entropy([2.0, 0.0], 0), cross_entropy([0.0, 0.0], 1)])
+    assert stats["Loss/D_aux"].item() == pytest.approx(ce_real, rel=1e-6)
+    # (The first-pixel critic's gradient has norm 1: no gradient penalty in either.)
+    assert d.item() == pytest.approx(d0.item() + 0.5 * ce_real, rel=1e-6)
+    assert g.item() == pytest.approx(g0.item() + 0.5 * ce_fake, rel=1e-6)
+
+
 class ScaledNorm(nn.Module):
     """D(x) = c * |x|_2: its input gradient has norm c everywhere (away from 0)."""
 

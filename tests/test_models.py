@@ -167,3 +167,14 @@ def test_minibatch_std_is_turned_off_under_a_gradient_penalty(make_cfg, caplog):
         assert any(isinstance(m, MinibatchStd) for m in D.modules()) == expected
         assert D(torch.randn(8, 1, 28, 28)).shape == (8,)
     assert "mbstd is off" in caplog.text
+
+
+@pytest.mark.parametrize("model", [m for m in options("model") if m.startswith("c")])
+def test_auxiliary_classifier_gives_class_logits_beside_the_logit(make_cfg, model):
+    cfg = make_cfg(f"model={model}")
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10}
+    D = build_discriminator(cfg.model, info, per_sample=False, aux=True)
+    logits, class_logits = D(torch.randn(5, 1, 28, 28), torch.randint(0, 10, (5,)))
+    assert logits.shape == (5,) and class_logits.shape == (5, 10)
+    unconditional = build_discriminator(cfg.model, {**info, "num_classes": 0}, per_sample=False, aux=True)
+    assert unconditional(torch.randn(5, 1, 28, 28)).shape == (5,)  # no labels, no classifier

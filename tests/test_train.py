@@ -63,6 +63,19 @@ def test_options_train(make_cfg, tmp_path, option):
     assert torch.isfinite(torch.tensor(metrics["Loss/G"]))
 
 
+@pytest.mark.parametrize("model,loss", [("cgan", "bce"), ("cdcgan", "wgan_gp")])
+def test_auxiliary_classifier_trains_and_is_saved(make_cfg, tmp_path, model, loss):
+    metrics = train(make_cfg(f"model={model}", f"loss={loss}", "model.aux_weight=1.0"), tmp_path)
+    assert metrics["Loss/D_aux"] > 0 and torch.isfinite(torch.tensor(metrics["Loss/G"]))
+    D = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["D"]
+    assert any(k.endswith("classifier.weight") for k in D)
+
+
+def test_auxiliary_classifier_is_ignored_without_labels(make_cfg, tmp_path, caplog):
+    metrics = train(make_cfg("model=dcgan", "model.aux_weight=1.0"), tmp_path)
+    assert "Loss/D_aux" not in metrics and "aux_weight has no effect" in caplog.text
+
+
 def test_same_seed_same_weights_on_cpu(make_cfg, tmp_path):
     for run in ("a", "b"):
         train(make_cfg("model=gan"), tmp_path / run)

@@ -71,6 +71,7 @@ class ModelConfig:
     conditional: bool = False
     z_dim: int = 100
     init: str = "dcgan"  # dcgan: N(0, 0.02) weights | default: PyTorch's own init
+    aux_weight: float = 0.0  # AC-GAN's auxiliary classifier in D (conditional models); 0 = off
     G: Any = MISSING
     D: Any = MISSING
 
@@ -261,6 +262,7 @@ RANGES = [
     ("loss.gp_weight", ">= 0", lambda v: v >= 0),
     ("loss.clip", "> 0", lambda v: v > 0),
     ("model.z_dim", ">= 1", lambda v: v >= 1),
+    ("model.aux_weight", ">= 0", lambda v: v >= 0),
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]
 

@@ -23,20 +23,28 @@ class Loss:
     clipped_critic = False
     uses_targets = False
 
-    def __init__(self, n_critic: int = 1, label_smoothing: float = 0.0):
+    def __init__(self, n_critic: int = 1, label_smoothing: float = 0.0, aux_weight: float = 0.0):
         self.n_critic = n_critic
         self.label_smoothing = label_smoothing
-
-    def _logits(self, D: nn.Module, real, fake, y):
-        return D(real, y).float(), D(fake, y).float()
+        self.aux_weight = aux_weight
 
     def d_loss(self, D, real, fake, y=None) -> tuple[torch.Tensor, dict]:
-        real_out, fake_out = self._logits(D, real, fake, y)
+        real_out, real_cls = split_output(D(real, y))
+        fake_out, _ = split_output(D(fake, y))
         stats = {"D/real": real_out.detach().mean(), "D/fake": fake_out.detach().mean()}
-        return self.d_objective(real_out, fake_out), stats
+        loss = self.d_objective(real_out, fake_out)
+        if real_cls is not None:  # D's classifier learns the labels of real images only
+            ce = F.cross_entropy(real_cls, y)
+            stats["Loss/D_aux"] = ce.detach()
+            loss = loss + self.aux_weight * ce
+        return loss, stats
 
     def g_loss(self, D, fake, y=None) -> torch.Tensor:
-        return self.g_objective(D(fake, y).float())
+        fake_out, fake_cls = split_output(D(fake, y))
+        loss = self.g_objective(fake_out)
+        if fake_cls is not None:  # G is rewarded when D's classifier reads the asked label
+            loss = loss + self.aux_weight * F.cross_entropy(fake_cls, y)
+        return loss
 
     def after_d_step(self, D: nn.Module) -> None:
         """Called after each optimizer step of D (weight clipping lives here)."""
@@ -46,6 +54,14 @@ class Loss:
 
     def g_objective(self, fake_out):
         raise NotImplementedError
+
+
+def split_output(out) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """D's output as fp32 (logits (B,), class logits (B, K) or None): a D with an auxiliary
+    classifier (AC-GAN) returns both."""
+    if isinstance(out, tuple):
+        return out[0].float(), out[1].float()
+    return out.float(), None
 
 
 class BCE(Loss):
@@ -133,7 +149,7 @@ def gradient_penalty(D, real, fake, y=None) -> torch.Tensor:
     """E[(|grad_x D(x_hat)|_2 - 1)^2], x_hat on the line between each real and fake sample."""
     eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    out = D(x_hat, y).float()
+    out, _ = split_output(D(x_hat, y))
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
     norm = grad.float().flatten(1).norm(2, dim=1)
     return ((norm - 1.0) ** 2).mean()

@@ -65,7 +65,8 @@ def build_generator(model_cfg, data_info: dict) -> torch.nn.Module:
     return G
 
 
-def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: bool = False) -> torch.nn.Module:
+def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: bool = False,
+                        aux: bool = False) -> torch.nn.Module:
     """`per_sample`: the loss penalises per-sample gradients, so BatchNorm (which mixes the samples
     of a batch) must not be used; `clipped`: the loss clips D's weights. model.D.norm=auto lets
     the network pick its norm for these (its `auto_norm`)."""
@@ -82,6 +83,8 @@ def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: b
         log.warning("model.D.mbstd is off: it mixes the samples of a batch, and the loss's "
                     "gradient penalty is per sample")
         kwargs["mbstd"] = False
+    if aux:
+        kwargs["aux"] = True
     D = instantiate(model_cfg.D, **kwargs)
     if model_cfg.init == "dcgan":
         dcgan_init(D)
@@ -216,7 +219,7 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     tcfg = cfg.trainer
     G = build_generator(cfg.model, data_info).to(device)
     D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic,
-                            clipped=loss.clipped_critic).to(device)
+                            clipped=loss.clipped_critic, aux=loss.aux_weight > 0).to(device)
     if tcfg.channels_last:  # before anything copies, wraps or optimises them
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     # An exponential moving average of G's weights draws the sample grids and is what
@@ -291,7 +294,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("data parallel: %d processes (%s), batch %d each", W, torch.distributed.get_backend(), B)
 
     # Construct networks, loss and optimizers.
-    loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing)
+    loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing,
+                       aux_weight=cfg.model.aux_weight if num_classes else 0.0)
+    if cfg.model.aux_weight and not num_classes:
+        log.warning("model.aux_weight has no effect on model=%s (it has no labels)", cfg.model.name)
     if tcfg.label_smoothing and not loss.uses_targets:
         log.warning("trainer.label_smoothing has no effect on %s (it has no targets)",
                     type(loss).__name__)

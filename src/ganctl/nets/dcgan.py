@@ -64,7 +64,7 @@ class Discriminator(nn.Module):
         return "layer" if per_sample else "batch"
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, ndf: int = 64,
-                 norm: str = "batch", mbstd: bool = False):
+                 norm: str = "batch", mbstd: bool = False, aux: bool = False):
         super().__init__()
         self.num_classes = num_classes
         side, n_down = base_size(img_size)
@@ -77,7 +77,7 @@ class Discriminator(nn.Module):
         if mbstd:  # (B, width + 1, side, side)
             layers += [MinibatchStd()]
         self.features = nn.Sequential(*layers, nn.Flatten())  # (B, (width [+ 1]) * side * side)
-        self.head = ProjectionHead((width + int(mbstd)) * side * side, num_classes)
+        self.head = ProjectionHead((width + int(mbstd)) * side * side, num_classes, aux)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(x), y)

@@ -57,9 +57,10 @@ class ProjectionHead(nn.Module):
     The projection term measures how well the features match the class; with num_classes=0
     only the linear term is left."""
 
-    def __init__(self, features: int, num_classes: int):
+    def __init__(self, features: int, num_classes: int, aux: bool = False):
         super().__init__()
         self.linear = nn.Linear(features, 1)
+        self.classifier = nn.Linear(features, num_classes) if aux and num_classes > 0 else None
         self.embed = nn.Embedding(num_classes, features) if num_classes > 0 else None
         if self.embed is not None:
             # Same scale as the linear term; N(0, 1) would swamp it with F-dimensional dot products.
@@ -69,6 +70,8 @@ class ProjectionHead(nn.Module):
         out = self.linear(h).squeeze(1)  # (B,)
         if self.embed is not None:
             out = out + (self.embed(y) * h).sum(dim=1)
+        if self.classifier is not None:
+            return out, self.classifier(h)
         return out
 
 

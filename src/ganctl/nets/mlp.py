@@ -46,7 +46,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0,
                  hidden=(1024, 512, 256), dropout: float = 0.3, embed_dim: int = 10,
-                 norm: str = "none"):
+                 norm: str = "none", aux: bool = False):
         super().__init__()
         if norm not in ("layer", "none"):
             raise ValueError(f"MLP discriminator norm must be layer or none, got {norm!r}")
@@ -59,9 +59,13 @@ class Discriminator(nn.Module):
             layers += [nn.LeakyReLU(0.2, inplace=True)]
             layers += [nn.Dropout(dropout)] if dropout > 0 else []
             width = h
-        layers += [nn.Linear(width, 1)]
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)  # (B, hidden[-1])
+        self.out = nn.Linear(width, 1)
+        # AC-GAN's auxiliary classifier: class logits from the same features.
+        self.classifier = nn.Linear(width, num_classes) if aux and num_classes > 0 else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.cond(x.flatten(1), y)  # (B, C*H*W [+ embed_dim])
-        return self.net(h).squeeze(1)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """Logits (B,), or (logits, class logits (B, K)) with the auxiliary classifier."""
+        h = self.features(self.cond(x.flatten(1), y))
+        out = self.out(h).squeeze(1)
+        return (out, self.classifier(h)) if self.classifier is not None else out
