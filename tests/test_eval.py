@@ -151,12 +151,19 @@ def test_eval_cli_prints_a_table_and_writes_eval_json(eval_run):
     result = json.loads(out.read_text())
     assert result["metrics"]["fid"]["n_fake"] == 32  # n capped at half of the 64 training images
     assert result["generator"] == "G_ema" and result["classifier_test_acc"] is not None
+    m = {k: v["value"] for k, v in result["metrics"].items()}
+    shares, real_shares = m["label_share_per_class"], m["label_share_real_per_class"]
+    assert len(shares) == 10 and sum(shares) == pytest.approx(1.0) and sum(real_shares) == pytest.approx(1.0)
+    assert m["label_tv"] == pytest.approx(0.5 * sum(abs(a - b) for a, b in zip(shares, real_shares)), abs=1e-6)
 
 
 def test_eval_last_and_bad_input_are_one_line(eval_run):
     r = run_ganctl("eval", "which=last", "n=50", cwd=eval_run)
     assert r.returncode == 0 and "last.pt" in r.stdout
+    r = run_ganctl("eval", "which=last", "n=50", "generator=raw", cwd=eval_run)
+    assert r.returncode == 0 and "last.pt (step 3, G)" in r.stdout, r.stdout
     for args, fragment in ((["which=worst"], "which=worst"),
+                           (["generator=average"], "generator=average"),
                            (["eval.backbone=inception"], "inception"),
                            (["n=1"], "n=1")):
         r = run_ganctl("eval", *args, cwd=eval_run)

@@ -222,6 +222,7 @@ class SampleConfig:
 class EvalCommandConfig:
     ckpt: Optional[str] = None
     which: str = "best"
+    generator: str = "ema"
     n: int = 10_000
     seed: int = 0
     device: str = "auto"

@@ -153,6 +153,10 @@ class Evaluator:
             pred = self.classify(images)
             real_pred = self.real_pred_b[:n]
             row("label_tv", metrics.label_tv(real_pred, pred, self.num_classes), len(real_pred))
+            # The shares behind label_tv: which classes a generator over- or under-draws.
+            row("label_share_per_class", torch.bincount(pred, minlength=self.num_classes).div(len(pred)).tolist(), 0)
+            row("label_share_real_per_class",
+                torch.bincount(real_pred, minlength=self.num_classes).div(len(real_pred)).tolist(), len(real_pred), 0)
             if num_classes:
                 row("label_acc", (pred == y).float().mean().item(), 0)
                 per_class = [(pred[y == k] == k).float().mean().item() for k in range(num_classes)]
@@ -213,18 +217,21 @@ def run_eval(cfg) -> dict:
     from ganctl.checkpoint import load_checkpoint
     from ganctl.train import build_generator, resolve_device
 
+    if cfg.generator not in ("ema", "raw"):
+        raise UserError(f"generator={cfg.generator}: must be ema or raw")
     path = eval_checkpoint_path(cfg.ckpt, cfg.which, cfg.outputs)
     state = load_checkpoint(path)
     run_cfg = OmegaConf.create(state["cfg"])
     device = resolve_device(cfg.device)
+    which = "G_ema" if cfg.generator == "ema" and "G_ema" in state else "G"
     G = build_generator(run_cfg.model, state["data"])
-    G.load_state_dict(state.get("G_ema", state["G"]))
+    G.load_state_dict(state[which])
     G.to(device)
     ev = Evaluator(run_cfg.dataset, device, cfg.eval.backbone, cfg.eval.inception_weights)
     result = ev.evaluate(G, state["data"]["num_classes"], run_cfg.model.z_dim, run_cfg.trainer.noise,
                          n=cfg.n, seed=cfg.seed, full=True)
     result = {"checkpoint": str(path.resolve()), "step": state["step"],
-              "generator": "G_ema" if "G_ema" in state else "G", **result}
+              "generator": which, **result}
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out = run_dir / "eval.json"
     out.write_text(json.dumps(result, indent=2))
