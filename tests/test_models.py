@@ -178,3 +178,13 @@ def test_auxiliary_classifier_gives_class_logits_beside_the_logit(make_cfg, mode
     assert logits.shape == (5,) and class_logits.shape == (5, 10)
     unconditional = build_discriminator(cfg.model, {**info, "num_classes": 0}, per_sample=False, aux=True)
     assert unconditional(torch.randn(5, 1, 28, 28)).shape == (5,)  # no labels, no classifier
+
+
+def test_mlp_discriminator_with_projection_takes_the_label_at_its_output(make_cfg):
+    cfg = make_cfg("model=cgan", "model.D.projection=true")
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10}
+    D = build_discriminator(cfg.model, info, per_sample=False).eval()
+    first = next(m for m in D.modules() if isinstance(m, nn.Linear))
+    assert first.in_features == 28 * 28  # the image alone: no label embedding concatenated
+    logits = D(torch.randn(1, 1, 28, 28).repeat(10, 1, 1, 1), torch.arange(10))
+    assert logits.std() > 0  # the same image scores differently under different labels

@@ -46,6 +46,7 @@ class MLPDiscriminatorConfig:
     dropout: float = 0.3
     embed_dim: int = 10
     norm: str = "auto"
+    projection: bool = False
 
 
 @dataclass

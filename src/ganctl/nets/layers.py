@@ -55,18 +55,20 @@ class ConcatEmbedding(nn.Module):
 class ProjectionHead(nn.Module):
     """Discriminator output from features h (B, F): w.h + embed(y).h (Miyato & Koyama 2018).
     The projection term measures how well the features match the class; with num_classes=0
-    only the linear term is left."""
+    (or projection=False, where the label entered elsewhere) only the linear term is left.
+    aux: also class logits (B, K) from h, AC-GAN's auxiliary classifier."""
 
-    def __init__(self, features: int, num_classes: int, aux: bool = False):
+    def __init__(self, features: int, num_classes: int, aux: bool = False, projection: bool = True):
         super().__init__()
         self.linear = nn.Linear(features, 1)
+        self.embed = nn.Embedding(num_classes, features) if projection and num_classes > 0 else None
         self.classifier = nn.Linear(features, num_classes) if aux and num_classes > 0 else None
-        self.embed = nn.Embedding(num_classes, features) if num_classes > 0 else None
         if self.embed is not None:
             # Same scale as the linear term; N(0, 1) would swamp it with F-dimensional dot products.
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None):
+        """Logits (B,), or (logits, class logits (B, K)) with the auxiliary classifier."""
         out = self.linear(h).squeeze(1)  # (B,)
         if self.embed is not None:
             out = out + (self.embed(y) * h).sum(dim=1)

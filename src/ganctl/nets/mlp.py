@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from ganctl.nets.layers import ConcatEmbedding
+from ganctl.nets.layers import ConcatEmbedding, ProjectionHead
 
 
 class Generator(nn.Module):
@@ -46,12 +46,14 @@ class Discriminator(nn.Module):
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0,
                  hidden=(1024, 512, 256), dropout: float = 0.3, embed_dim: int = 10,
-                 norm: str = "none", aux: bool = False):
+                 norm: str = "none", aux: bool = False, projection: bool = False):
         super().__init__()
         if norm not in ("layer", "none"):
             raise ValueError(f"MLP discriminator norm must be layer or none, got {norm!r}")
         self.num_classes = num_classes
-        self.cond = ConcatEmbedding(num_classes, embed_dim)
+        # The label enters concatenated to the image (Mirza & Osindero) or, with projection, at the
+        # output as in the conditional DCGAN.
+        self.cond = ConcatEmbedding(0 if projection else num_classes, embed_dim)
         layers, width = [], img_channels * img_size * img_size + self.cond.out_extra
         for h in hidden:
             layers += [nn.Linear(width, h)]
@@ -60,12 +62,8 @@ class Discriminator(nn.Module):
             layers += [nn.Dropout(dropout)] if dropout > 0 else []
             width = h
         self.features = nn.Sequential(*layers)  # (B, hidden[-1])
-        self.out = nn.Linear(width, 1)
-        # AC-GAN's auxiliary classifier: class logits from the same features.
-        self.classifier = nn.Linear(width, num_classes) if aux and num_classes > 0 else None
+        self.head = ProjectionHead(width, num_classes, aux, projection)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """Logits (B,), or (logits, class logits (B, K)) with the auxiliary classifier."""
-        h = self.features(self.cond(x.flatten(1), y))
-        out = self.out(h).squeeze(1)
-        return (out, self.classifier(h)) if self.classifier is not None else out
+        return self.head(self.features(self.cond(x.flatten(1), y)), y)
