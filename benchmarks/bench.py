@@ -36,7 +36,7 @@ from torch import nn
 
 from ganctl import config
 from ganctl.data import load_mnist
-from ganctl.train import (build_discriminator, build_generator, build_step, ema_decay_at, ema_update,
+from ganctl.train import (build_discriminator, build_generator, build_loss, build_step, ema_decay_at, ema_update,
                           real_batches, resolve_device)
 
 MNIST_TRAIN = 60_000
@@ -81,10 +81,9 @@ class Timer:
 def ganctl_step(cfg, device, data):
     """ganctl's step as `ganctl train` builds and runs it, with its switches: device-resident data,
     noise drawn on the device, the EMA update, no host syncs."""
-    from hydra.utils import instantiate
     tcfg = cfg.trainer
-    loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing)
     num_classes = data.num_classes if cfg.model.conditional else 0
+    loss = build_loss(cfg, num_classes)
     info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
     torch.manual_seed(0)

@@ -154,9 +154,9 @@ class Evaluator:
             real_pred = self.real_pred_b[:n]
             row("label_tv", metrics.label_tv(real_pred, pred, self.num_classes), len(real_pred))
             # The shares behind label_tv: which classes a generator over- or under-draws.
-            row("label_share_per_class", torch.bincount(pred, minlength=self.num_classes).div(len(pred)).tolist(), 0)
-            row("label_share_real_per_class",
-                torch.bincount(real_pred, minlength=self.num_classes).div(len(real_pred)).tolist(), len(real_pred), 0)
+            row("label_share_per_class", metrics.label_shares(pred, self.num_classes).tolist(), 0)
+            row("label_share_real_per_class", metrics.label_shares(real_pred, self.num_classes).tolist(),
+                len(real_pred), 0)
             if num_classes:
                 row("label_acc", (pred == y).float().mean().item(), 0)
                 per_class = [(pred[y == k] == k).float().mean().item() for k in range(num_classes)]

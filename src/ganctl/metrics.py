@@ -112,9 +112,12 @@ def label_tv(labels_p: torch.Tensor, labels_q: torch.Tensor, num_classes: int) -
     """Total variation between the two empirical label distributions, 1/2 sum_k |p_k - q_k|
     (exact for these samples; applied to a classifier's predictions it is the TV between the
     two image distributions seen through that classifier, a lower bound on their TV)."""
-    p = torch.bincount(labels_p.cpu(), minlength=num_classes).double() / len(labels_p)
-    q = torch.bincount(labels_q.cpu(), minlength=num_classes).double() / len(labels_q)
-    return 0.5 * (p - q).abs().sum().item()
+    return 0.5 * (label_shares(labels_p, num_classes) - label_shares(labels_q, num_classes)).abs().sum().item()
+
+
+def label_shares(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The share of each class among `labels`: (num_classes,) float64 on the CPU."""
+    return torch.bincount(labels.cpu(), minlength=num_classes).double() / len(labels)
 
 
 def c2st_tv_bound(real: torch.Tensor, fake: torch.Tensor, steps: int = 300, seed: int = 0,

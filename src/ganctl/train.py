@@ -211,6 +211,17 @@ def wrap_ddp(module: torch.nn.Module, device, sync_bn: bool) -> torch.nn.Module:
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def build_loss(cfg, num_classes: int):
+    """The loss with trainer.label_smoothing and, for models with labels, model.aux_weight."""
+    loss = instantiate(cfg.loss, label_smoothing=cfg.trainer.label_smoothing,
+                       aux_weight=cfg.model.aux_weight if num_classes else 0.0)
+    if cfg.model.aux_weight and not num_classes:
+        log.warning("model.aux_weight has no effect on model=%s (it has no labels)", cfg.model.name)
+    if cfg.trainer.label_smoothing and not loss.uses_targets:
+        log.warning("trainer.label_smoothing has no effect on %s (it has no targets)", type(loss).__name__)
+    return loss
+
+
 def build_step(cfg, data_info: dict, loss, device, autocast=None,
                ranks: distributed.Ranks = distributed.Ranks()) -> tuple[TrainStep, torch.nn.Module | None]:
     """The TrainStep that `ganctl train` (and the benchmark) runs, and the EMA copy of G (None with
@@ -294,13 +305,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("data parallel: %d processes (%s), batch %d each", W, torch.distributed.get_backend(), B)
 
     # Construct networks, loss and optimizers.
-    loss = instantiate(cfg.loss, label_smoothing=tcfg.label_smoothing,
-                       aux_weight=cfg.model.aux_weight if num_classes else 0.0)
-    if cfg.model.aux_weight and not num_classes:
-        log.warning("model.aux_weight has no effect on model=%s (it has no labels)", cfg.model.name)
-    if tcfg.label_smoothing and not loss.uses_targets:
-        log.warning("trainer.label_smoothing has no effect on %s (it has no targets)",
-                    type(loss).__name__)
+    loss = build_loss(cfg, num_classes)
     train_step, G_ema = build_step(cfg, data_info, loss, device, autocast, ranks)
     G, D, opt_G, opt_D = train_step.G, train_step.D, train_step.opt_G, train_step.opt_D
     z_dim, noise_kind = cfg.model.z_dim, tcfg.noise
