@@ -25,8 +25,13 @@ SHORT_STEPS = {"gan": 200, "cgan": 200, "dcgan": 100, "cdcgan": 100}  # short: t
 
 @pytest.fixture(scope="module")
 def real_cache():
-    """The real data's classifier is fitted once and kept between CI runs where the cache persists."""
-    os.environ["GANCTL_CACHE"] = os.environ.get("GANCTL_REAL_CACHE", str(Path.home() / ".cache" / "ganctl"))
+    """The real data's classifier is fitted once and kept between CI runs where the cache persists.
+    GANCTL_DATA is made absolute: each run starts in its own temporary directory, where the
+    README's relative ../shared/data would point nowhere."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GANCTL_DATA", str(Path(DATA).resolve()))
+        env.setenv("GANCTL_CACHE", os.environ.get("GANCTL_REAL_CACHE", str(Path.home() / ".cache" / "ganctl")))
+        yield
 
 
 def train_and_eval(tmp_path, *overrides, n=10_000):
