@@ -26,6 +26,8 @@ from test_cli import assert_one_line_error
     (["loss=wgan_gp", "loss.gp_weight=-1"], ["loss.gp_weight=-1.0", ">= 0"]),
     (["loss.n_critic=0"], ["loss.n_critic=0", ">= 1"]),
     (["trainer.label_smoothing=1.5"], ["trainer.label_smoothing=1.5", "[0, 1)"]),
+    (["model.D.pack=0"], ["model.D.pack=0", ">= 1"]),
+    (["model.G.codes=1"], ["model.G.codes=1", "0 or >= 2"]),
 ])
 def test_bad_values_are_refused_before_anything_is_written(tmp_path, args, says):
     assert_one_line_error(run_ganctl("train", *args, cwd=tmp_path), *says)
@@ -35,6 +37,18 @@ def test_bad_values_are_refused_before_anything_is_written(tmp_path, args, says)
 def test_multirun_jobs_check_their_ranges_too(make_cfg, tmp_path):
     with pytest.raises(UserError, match="trainer.batch_size=0: must be >= 1"):
         train(make_cfg("trainer.batch_size=0"), tmp_path)
+
+
+@pytest.mark.parametrize("args", [["model=cdcgan", "model.D.pack=2"], ["model.D.pack=3", "trainer.batch_size=8"]])
+def test_packs_need_an_unconditional_model_and_a_batch_they_divide(make_cfg, tmp_path, args):
+    with pytest.raises(UserError, match=r"model.D.pack=\d needs an unconditional model and a trainer.batch_size"):
+        train(make_cfg(*args), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_codes_need_an_unconditional_model(make_cfg, tmp_path):
+    with pytest.raises(UserError, match="model.G.codes=10 needs an unconditional model"):
+        train(make_cfg("model=cdcgan", "model.G.codes=10"), tmp_path)
 
 
 def test_empty_folder_and_unreadable_images(tmp_path):

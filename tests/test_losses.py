@@ -170,3 +170,20 @@ def test_wgan_gp_adds_weighted_penalty_and_draws_one_coefficient_per_sample():
 def test_only_the_penalised_critic_asks_for_per_sample_normalisation():
     assert WGANGP().per_sample_critic
     assert not any(loss.per_sample_critic for loss in (BCE(), LSGAN(), WGAN(), Hinge()))
+
+
+@pytest.mark.parametrize("loss", [BCE(aux_weight=0.5), WGANGP(aux_weight=0.5)], ids=["bce", "wgan_gp"])
+def test_information_term_adds_cross_entropy_on_the_codes_of_fakes_by_hand(loss):
+    # InfoGAN: D's code head and G both learn to read G's codes from fakes; real images have none.
+    real, fake = torch.tensor([[2.0, 1.0, -1.0], [-1.0, 0.0, 3.0]]), torch.tensor([[0.5, 2.0, 0.0], [-3.0, 0.0, 1.0]])
+    codes = torch.tensor([1, 0])
+    d, stats = loss.d_loss(FirstPixelWithClasses(), real, fake, None, codes)
+    g = loss.g_loss(FirstPixelWithClasses(), fake, None, codes)
+    base = type(loss)()
+    d0, _ = base.d_loss(FirstPixel(), real, fake)
+    g0 = base.g_loss(FirstPixel(), fake)
+    ce_fake = mean([cross_entropy([2.0, 0.0], 1), cross_entropy([0.0, 1.0], 0)])
+    assert stats["Loss/D_info"].item() == pytest.approx(ce_fake, rel=1e-6)
+    assert "Loss/D_aux" not in stats
+    assert d.item() == pytest.approx(d0.item() + 0.5 * ce_fake, rel=1e-6)
+    assert g.item() == pytest.approx(g0.item() + 0.5 * ce_fake, rel=1e-6)

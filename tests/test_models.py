@@ -3,6 +3,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
+from torch.nn.utils import parametrize
 
 from conftest import options
 from ganctl.nets import dcgan
@@ -188,3 +189,62 @@ def test_mlp_discriminator_with_projection_takes_the_label_at_its_output(make_cf
     assert first.in_features == 28 * 28  # the image alone: no label embedding concatenated
     logits = D(torch.randn(1, 1, 28, 28).repeat(10, 1, 1, 1), torch.arange(10))
     assert logits.std() > 0  # the same image scores differently under different labels
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_spectral_norm_holds_every_discriminator_layer_at_unit_gain(make_cfg, model):
+    cfg = make_cfg(f"model={model}", "model.D.spectral_norm=true")
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if cfg.model.conditional else 0}
+    D = build_discriminator(cfg.model, info, per_sample=False)
+    layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    if cfg.model.init == "dcgan":  # the init reached the stored weights, not a computed copy
+        assert abs(layers[0].parametrizations.weight.original.std().item() - 0.02) < 0.005
+    y = torch.randint(0, 10, (16,)) if cfg.model.conditional else None
+    for _ in range(30):  # each training forward runs one power iteration
+        D(torch.randn(16, 1, 28, 28), y)
+    for m in layers:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert abs(sigma.item() - 1) < 0.05, (m, sigma)
+
+
+def test_packed_discriminator_scores_each_pack_from_all_its_members():
+    D = dcgan.Discriminator(1, 28, pack=2).eval()  # eval: BatchNorm's running statistics, no mixing
+    x = torch.randn(6, 1, 28, 28)
+    out = D(x)
+    assert out.shape == (3,)  # one logit per pack of two consecutive samples
+    changed = x.clone()
+    changed[3] = torch.randn(1, 28, 28)  # the second member of the second pack
+    moved = (D(changed) - out).abs()
+    assert moved[1] > 1e-6 and moved[0] == 0 and moved[2] == 0
+    with pytest.raises(ValueError, match="does not split into packs of 2"):
+        D(x[:5])
+
+
+def test_packing_is_turned_off_under_a_gradient_penalty(make_cfg, caplog):
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
+    cfg = make_cfg("model=dcgan", "loss=wgan_gp", "model.D.pack=2")
+    D = build_discriminator(cfg.model, info, per_sample=instantiate(cfg.loss).per_sample_critic)
+    assert D(torch.randn(4, 1, 28, 28)).shape == (4,)
+    assert "pack is off" in caplog.text
+
+
+@pytest.mark.parametrize("noise", ["normal", "uniform"])
+def test_generator_codes_are_read_from_z_and_uniform(make_cfg, noise):
+    from ganctl.step import sample_noise
+    cfg = make_cfg("model=dcgan", "model.G.codes=10", "model.aux_weight=1.0")
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
+    G = build_generator(cfg.model, info).eval()
+    z = sample_noise(20_000, cfg.model.z_dim, noise, "cpu", torch.Generator().manual_seed(0))
+    codes = G.code(z)
+    assert torch.equal(codes, z[:, :10].argmax(1))
+    shares = torch.bincount(codes, minlength=10) / len(codes)
+    assert (shares - 0.1).abs().max() < 0.01  # 3 standard errors at 20,000 draws
+    swapped = z[:2].clone()  # same values, the largest of the first ten moved elsewhere: a new code
+    first = swapped[0, :10].argmax()
+    swapped[0, [first, (first + 1) % 10]] = swapped[0, [(first + 1) % 10, first]]
+    assert not torch.equal(G.code(swapped), G.code(z[:2]))
+    assert (G(swapped)[0] - G(z[:2])[0]).abs().max() > 1e-4
+    D = build_discriminator(cfg.model, info, per_sample=False, aux=True)
+    logits, code_logits = D(torch.randn(4, 1, 28, 28))
+    assert logits.shape == (4,) and code_logits.shape == (4, 10)

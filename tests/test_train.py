@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import options
 from ganctl.checkpoint import REQUIRED_KEYS, load_checkpoint
 from ganctl.errors import UserError
-from ganctl.train import ema_decay_at, ema_update, train
+from ganctl.train import ema_decay_at, ema_update, fixed_inputs, train
 
 
 @pytest.mark.parametrize("model,loss", list(itertools.product(options("model"), options("loss"))))
@@ -57,7 +57,8 @@ def test_keeps_the_last_k_periodic_checkpoints(make_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("option", ["trainer.noise=uniform", "trainer.precision=bf16",
-                                    "trainer.label_smoothing=0.1", "optimizer=rmsprop", "loss.saturating=true"])
+                                    "trainer.label_smoothing=0.1", "optimizer=rmsprop", "loss.saturating=true",
+                                    "model.D.spectral_norm=true", "model.D.pack=2"])
 def test_options_train(make_cfg, tmp_path, option):
     metrics = train(make_cfg(option), tmp_path)
     assert torch.isfinite(torch.tensor(metrics["Loss/G"]))
@@ -69,6 +70,23 @@ def test_auxiliary_classifier_trains_and_is_saved(make_cfg, tmp_path, model, los
     assert metrics["Loss/D_aux"] > 0 and torch.isfinite(torch.tensor(metrics["Loss/G"]))
     D = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["D"]
     assert any(k.endswith("classifier.weight") for k in D)
+
+
+def test_infogan_codes_train_and_d_keeps_its_code_head(make_cfg, tmp_path):
+    metrics = train(make_cfg("model=dcgan", "model.G.codes=10", "model.aux_weight=1.0"), tmp_path)
+    assert metrics["Loss/D_info"] > 0 and torch.isfinite(torch.tensor(metrics["Loss/G"]))
+    D = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["D"]
+    assert D["head.classifier.weight"].shape[0] == 10
+    assert Image.open(tmp_path / "samples" / "step_2.png").size == (2 + 10 * 30, 2 + 10 * 30)  # a row per code
+
+
+def test_fixed_codes_grid_holds_each_code_on_its_row_and_keeps_the_values_of_z():
+    z, y, per_row = fixed_inputs(100, 0, "normal", 0, "cpu", codes=10)
+    assert y is None and per_row == 10 and z.shape == (100, 100)
+    assert torch.equal(z[:, :10].argmax(1), torch.arange(10).repeat_interleave(10))
+    first = z[::10]  # the same draw on every row, its code entries permuted
+    assert torch.equal(first[:, :10].sort(1).values, first[:1, :10].sort(1).values.expand(10, 10))
+    assert torch.equal(first[:, 10:], first[:1, 10:].expand(10, 90))
 
 
 def test_auxiliary_classifier_is_ignored_without_labels(make_cfg, tmp_path, caplog):

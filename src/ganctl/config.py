@@ -47,6 +47,7 @@ class MLPDiscriminatorConfig:
     embed_dim: int = 10
     norm: str = "auto"
     projection: bool = False
+    spectral_norm: bool = False
 
 
 @dataclass
@@ -56,6 +57,7 @@ class DCGANGeneratorConfig:
     ngf: int = 64
     embed_dim: int = 32
     cbn: bool = False
+    codes: int = 0
 
 
 @dataclass
@@ -64,6 +66,8 @@ class DCGANDiscriminatorConfig:
     ndf: int = 64
     norm: str = "auto"
     mbstd: bool = False
+    spectral_norm: bool = False
+    pack: int = 1
 
 
 @dataclass
@@ -265,6 +269,8 @@ RANGES = [
     ("loss.clip", "> 0", lambda v: v > 0),
     ("model.z_dim", ">= 1", lambda v: v >= 1),
     ("model.aux_weight", ">= 0", lambda v: v >= 0),
+    ("model.D.pack", ">= 1", lambda v: v >= 1),
+    ("model.G.codes", "0 or >= 2", lambda v: v == 0 or v >= 2),
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]
 

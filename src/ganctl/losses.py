@@ -17,7 +17,8 @@ class Loss:
     """Base: `n_critic` D steps per G step; `per_sample_critic` asks for a critic without
     BatchNorm (a gradient penalty is defined per sample); `clipped_critic` says the critic's
     weights are clipped; `label_smoothing` (one-sided, real targets 1 - s) means something only
-    where `uses_targets`."""
+    where `uses_targets`. `aux_weight` weighs D's second head: AC-GAN's cross-entropy on labels,
+    or InfoGAN's on G's categorical codes (a lower bound on their mutual information with x)."""
 
     per_sample_critic = False
     clipped_critic = False
@@ -28,22 +29,27 @@ class Loss:
         self.label_smoothing = label_smoothing
         self.aux_weight = aux_weight
 
-    def d_loss(self, D, real, fake, y=None) -> tuple[torch.Tensor, dict]:
+    def d_loss(self, D, real, fake, y=None, codes=None) -> tuple[torch.Tensor, dict]:
+        """codes: G's categorical codes (B,) of `fake` (InfoGAN), else None."""
         real_out, real_cls = split_output(D(real, y))
-        fake_out, _ = split_output(D(fake, y))
+        fake_out, fake_cls = split_output(D(fake, y))
         stats = {"D/real": real_out.detach().mean(), "D/fake": fake_out.detach().mean()}
         loss = self.d_objective(real_out, fake_out)
-        if real_cls is not None:  # D's classifier learns the labels of real images only
+        if codes is not None and fake_cls is not None:  # D's code head reads the code back from fakes
+            ce = F.cross_entropy(fake_cls, codes)
+            stats["Loss/D_info"] = ce.detach()
+            loss = loss + self.aux_weight * ce
+        elif real_cls is not None:  # D's classifier learns the labels of real images only
             ce = F.cross_entropy(real_cls, y)
             stats["Loss/D_aux"] = ce.detach()
             loss = loss + self.aux_weight * ce
         return loss, stats
 
-    def g_loss(self, D, fake, y=None) -> torch.Tensor:
+    def g_loss(self, D, fake, y=None, codes=None) -> torch.Tensor:
         fake_out, fake_cls = split_output(D(fake, y))
         loss = self.g_objective(fake_out)
-        if fake_cls is not None:  # G is rewarded when D's classifier reads the asked label
-            loss = loss + self.aux_weight * F.cross_entropy(fake_cls, y)
+        if fake_cls is not None:  # G is rewarded when D's head reads the asked label or code
+            loss = loss + self.aux_weight * F.cross_entropy(fake_cls, codes if codes is not None else y)
         return loss
 
     def after_d_step(self, D: nn.Module) -> None:
@@ -132,8 +138,8 @@ class WGANGP(Loss):
         super().__init__(n_critic=n_critic, **kwargs)
         self.gp_weight = gp_weight
 
-    def d_loss(self, D, real, fake, y=None):
-        loss, stats = super().d_loss(D, real, fake, y)
+    def d_loss(self, D, real, fake, y=None, codes=None):
+        loss, stats = super().d_loss(D, real, fake, y, codes)
         gp = gradient_penalty(D, real, fake, y)
         stats["Loss/GP"] = gp.detach()
         return loss + self.gp_weight * gp, stats

@@ -68,10 +68,12 @@ class TrainStep:
         # Discriminator: n_critic updates; the last one's fake also serves the G update.
         for i, (real, y) in enumerate(batches):
             real = real.contiguous(memory_format=self.memory_format)
+            z = self.noise(real.device)
+            codes = self.G.code(z) if getattr(self.G, "codes", 0) else None  # InfoGAN's codes, in z
             with self.autocast, torch.set_grad_enabled(i == len(batches) - 1):
-                fake = self.G_train(self.noise(real.device), y)
+                fake = self.G_train(z, y)
             with self.autocast:
-                d_loss, d_stats = loss.d_loss(self.D_train, real, fake.detach(), y)
+                d_loss, d_stats = loss.d_loss(self.D_train, real, fake.detach(), y, codes)
             self.opt_D.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_D.step()
@@ -81,7 +83,7 @@ class TrainStep:
         # Generator.
         self.D.requires_grad_(False)
         with self.autocast:
-            g_loss = loss.g_loss(self.D_g, fake, y)
+            g_loss = loss.g_loss(self.D_g, fake, y, codes)
         self.opt_G.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_G.step()

@@ -83,23 +83,37 @@ def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: b
         log.warning("model.D.mbstd is off: it mixes the samples of a batch, and the loss's "
                     "gradient penalty is per sample")
         kwargs["mbstd"] = False
+    if model_cfg.D.get("pack", 1) > 1 and per_sample:
+        log.warning("model.D.pack is off: the loss's gradient penalty is per sample, not per pack")
+        kwargs["pack"] = 1
     if aux:
         kwargs["aux"] = True
+    if aux and model_cfg.G.get("codes"):  # InfoGAN: D reads G's code back
+        kwargs["codes"] = model_cfg.G.codes
     D = instantiate(model_cfg.D, **kwargs)
     if model_cfg.init == "dcgan":
         dcgan_init(D)
     return D
 
 
-def fixed_inputs(z_dim: int, num_classes: int, noise: str, seed: int, device):
+def fixed_inputs(z_dim: int, num_classes: int, noise: str, seed: int, device, codes: int = 0):
     """The noise (and labels) of every sample grid: one row per class for conditional models,
-    the same z along each column, so grids are comparable across steps and classes."""
+    the same z along each column, so grids are comparable across steps and classes. With
+    InfoGAN codes, one row per code: each z's largest code entry is swapped into the row's place
+    (a permutation of i.i.d. entries, so z keeps its distribution given the code)."""
     g = torch.Generator().manual_seed(seed)
     if num_classes > 0:
         per_row = 10
         z = sample_noise(per_row, z_dim, noise, "cpu", g).repeat(num_classes, 1)
         y = torch.arange(num_classes).repeat_interleave(per_row)
         return z.to(device), y.to(device), per_row
+    if codes > 0:
+        per_row = 10
+        z = sample_noise(per_row, z_dim, noise, "cpu", g).repeat(codes, 1)
+        rows, top = torch.arange(len(z)), z[:, :codes].argmax(1)
+        want = torch.arange(codes).repeat_interleave(per_row)
+        z[rows, top], z[rows, want] = z[rows, want], z[rows, top]
+        return z.to(device), None, per_row
     return sample_noise(64, z_dim, noise, "cpu", g).to(device), None, 8
 
 
@@ -212,11 +226,12 @@ def wrap_ddp(module: torch.nn.Module, device, sync_bn: bool) -> torch.nn.Module:
 
 
 def build_loss(cfg, num_classes: int):
-    """The loss with trainer.label_smoothing and, for models with labels, model.aux_weight."""
+    """The loss with trainer.label_smoothing and, for models with labels or codes, model.aux_weight."""
+    heads = num_classes or cfg.model.G.get("codes", 0)
     loss = instantiate(cfg.loss, label_smoothing=cfg.trainer.label_smoothing,
-                       aux_weight=cfg.model.aux_weight if num_classes else 0.0)
-    if cfg.model.aux_weight and not num_classes:
-        log.warning("model.aux_weight has no effect on model=%s (it has no labels)", cfg.model.name)
+                       aux_weight=cfg.model.aux_weight if heads else 0.0)
+    if cfg.model.aux_weight and not heads:
+        log.warning("model.aux_weight has no effect on model=%s (it has no labels or codes)", cfg.model.name)
     if cfg.trainer.label_smoothing and not loss.uses_targets:
         log.warning("trainer.label_smoothing has no effect on %s (it has no targets)", type(loss).__name__)
     return loss
@@ -295,6 +310,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                         f"{data.num_classes} class; use an unconditional model")
     data_info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
     B = tcfg.batch_size
+    if cfg.model.G.get("codes") and num_classes:
+        raise UserError(f"model.G.codes={cfg.model.G.codes} needs an unconditional model (InfoGAN's codes "
+                        f"stand in for labels); got model={cfg.model.name}")
+    pack = cfg.model.D.get("pack", 1)
+    if pack > 1 and (num_classes or B % pack):
+        raise UserError(f"model.D.pack={pack} needs an unconditional model and a trainer.batch_size that "
+                        f"it divides; got model={cfg.model.name}, trainer.batch_size={B}")
     per_epoch = data.batches_per_epoch(B)
     if per_epoch == 0:
         raise UserError(f"trainer.batch_size={B} is larger than the dataset ({len(data)} images)"
@@ -315,7 +337,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     # Schedule and outputs.
     max_steps = tcfg.max_steps or max(1, tcfg.epochs * per_epoch // loss.n_critic)
-    fixed_z, fixed_y, grid_nrow = fixed_inputs(z_dim, num_classes, noise_kind, tcfg.seed, device)
+    fixed_z, fixed_y, grid_nrow = fixed_inputs(z_dim, num_classes, noise_kind, tcfg.seed, device,
+                                               codes=cfg.model.G.get("codes", 0))
     cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
     # Resume: every state as it was after the checkpoint's step, the RNG included, so the run

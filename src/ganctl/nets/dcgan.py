@@ -7,7 +7,8 @@ The depth follows the image size: halve it while it stays even and >= 4, so 28 -
 import torch
 from torch import nn
 
-from ganctl.nets.layers import ConcatEmbedding, ConditionalBatchNorm2d, MinibatchStd, ProjectionHead, norm2d
+from ganctl.nets.layers import (ConcatEmbedding, ConditionalBatchNorm2d, MinibatchStd, ProjectionHead, norm2d,
+                               spectral_norm_all)
 
 
 def base_size(img_size: int) -> tuple[int, int]:
@@ -21,15 +22,22 @@ def base_size(img_size: int) -> tuple[int, int]:
 
 
 class Generator(nn.Module):
-    """z (B, z_dim) [+ label] -> image (B, C, H, W) in [-1, 1]."""
+    """z (B, z_dim) [+ label] -> image (B, C, H, W) in [-1, 1].
+
+    codes: an unconditional G with a categorical code of `codes` values read from z and embedded
+    like a label (InfoGAN, Chen et al. 2016); D's code head and the loss's information term
+    (model.aux_weight) make each code draw something D can tell apart: on MNIST, a digit.
+    The code lives in z, so whatever draws z (samples, eval, interpolation) draws codes too."""
 
     def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0,
-                 ngf: int = 64, embed_dim: int = 32, cbn: bool = False):
+                 ngf: int = 64, embed_dim: int = 32, cbn: bool = False, codes: int = 0):
         super().__init__()
-        self.z_dim, self.num_classes = z_dim, num_classes
+        if codes and num_classes:
+            raise ValueError("codes needs an unconditional model: the label already plays its part")
+        self.z_dim, self.num_classes, self.codes = z_dim, num_classes, codes
         side, n_up = base_size(img_size)
         width = ngf * 2 ** n_up
-        self.cond = ConcatEmbedding(num_classes, embed_dim)
+        self.cond = ConcatEmbedding(num_classes or codes, embed_dim)
 
         def bn(c):  # class-conditional BatchNorm where asked for (conditional models only)
             return ConditionalBatchNorm2d(c, num_classes) if cbn and num_classes else nn.BatchNorm2d(c)
@@ -44,7 +52,14 @@ class Generator(nn.Module):
         layers += [nn.ConvTranspose2d(width, img_channels, 4, 2, 1), nn.Tanh()]  # (B, C, H, W)
         self.net = nn.Sequential(*layers)
 
+    def code(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The categorical code (B,) that z carries: the argmax of its first `codes` entries, which is
+        uniform over 0..codes-1 for i.i.d. normal or uniform noise. None without codes."""
+        return z[:, :self.codes].argmax(1) if self.codes else None
+
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.codes:
+            y = self.code(z)
         h = self.cond(z, y)[:, :, None, None]  # (B, z_dim [+ embed_dim], 1, 1)
         for layer in self.net:
             h = layer(h, y) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
@@ -55,7 +70,11 @@ class Discriminator(nn.Module):
     """image (B, C, H, W) [+ label] -> logit (B,).
 
     norm: `batch` (DCGAN), `layer` (per sample; needed with a gradient penalty) or `none`.
-    The first layer is never normalised, as in DCGAN.
+    The first layer is never normalised, as in DCGAN. spectral_norm: every conv and linear weight
+    spectrally normalised (SNGAN), on top of `norm`. pack: D judges `pack` samples at once, stacked
+    as channels, and returns one logit per pack (B / pack,): a G that draws few modes makes packs
+    that look alike, which single samples cannot show (PacGAN, Lin et al. 2018). codes: a head that
+    reads G's categorical code back (InfoGAN's Q), returned as the second output.
     """
 
     @staticmethod
@@ -64,11 +83,14 @@ class Discriminator(nn.Module):
         return "layer" if per_sample else "batch"
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, ndf: int = 64,
-                 norm: str = "batch", mbstd: bool = False, aux: bool = False):
+                 norm: str = "batch", mbstd: bool = False, aux: bool = False, spectral_norm: bool = False,
+                 pack: int = 1, codes: int = 0):
         super().__init__()
-        self.num_classes = num_classes
+        if pack > 1 and num_classes > 0:
+            raise ValueError("pack > 1 needs an unconditional model: a pack has no single label")
+        self.num_classes, self.pack = num_classes, pack
         side, n_down = base_size(img_size)
-        layers = [nn.Conv2d(img_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        layers = [nn.Conv2d(img_channels * pack, ndf, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         width = ndf  # (B, ndf, H/2, W/2)
         for _ in range(n_down - 1):  # each halves the side and doubles the width
             layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=norm == "none"),
@@ -77,7 +99,14 @@ class Discriminator(nn.Module):
         if mbstd:  # (B, width + 1, side, side)
             layers += [MinibatchStd()]
         self.features = nn.Sequential(*layers, nn.Flatten())  # (B, (width [+ 1]) * side * side)
-        self.head = ProjectionHead((width + int(mbstd)) * side * side, num_classes, aux)
+        self.head = ProjectionHead((width + int(mbstd)) * side * side, num_classes, aux, codes=codes)
+        if spectral_norm:
+            spectral_norm_all(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pack > 1:  # (B, C, H, W) -> (B / pack, pack * C, H, W): consecutive samples side by side
+            B, C, H, W = x.shape
+            if B % self.pack:
+                raise ValueError(f"a batch of {B} does not split into packs of {self.pack}")
+            x = x.reshape(B // self.pack, self.pack * C, H, W)
         return self.head(self.features(x), y)

@@ -1,6 +1,7 @@
 """Pieces several network families share: norms, weight init and label conditioning."""
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 NORMS = ("batch", "layer", "none")
 
@@ -18,15 +19,28 @@ def norm2d(kind: str, channels: int) -> nn.Module:
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """DCGAN paper init: conv and linear weights N(0, 0.02), norm scales N(1, 0.02), biases 0."""
+    """DCGAN paper init: conv and linear weights N(0, 0.02), norm scales N(1, 0.02), biases 0.
+    A spectrally normalised weight is initialised through its stored original."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            weight = (m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight")
+                      else m.weight)
+            nn.init.normal_(weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def spectral_norm_all(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of every conv and linear weight: each layer's
+    largest singular value is held at 1 by a power iteration per training forward, which keeps
+    D Lipschitz-bounded without a penalty (its weights are stored as `...weight.original`)."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(m)
+    return module
 
 
 def class_rows(table: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -56,13 +70,16 @@ class ProjectionHead(nn.Module):
     """Discriminator output from features h (B, F): w.h + embed(y).h (Miyato & Koyama 2018).
     The projection term measures how well the features match the class; with num_classes=0
     (or projection=False, where the label entered elsewhere) only the linear term is left.
-    aux: also class logits (B, K) from h, AC-GAN's auxiliary classifier."""
+    aux: also class logits (B, K) from h, AC-GAN's auxiliary classifier; codes > 0 (unconditional
+    D): logits (B, codes) of G's categorical code instead, InfoGAN's Q head."""
 
-    def __init__(self, features: int, num_classes: int, aux: bool = False, projection: bool = True):
+    def __init__(self, features: int, num_classes: int, aux: bool = False, projection: bool = True,
+                 codes: int = 0):
         super().__init__()
         self.linear = nn.Linear(features, 1)
         self.embed = nn.Embedding(num_classes, features) if projection and num_classes > 0 else None
-        self.classifier = nn.Linear(features, num_classes) if aux and num_classes > 0 else None
+        outputs = codes or (num_classes if aux else 0)
+        self.classifier = nn.Linear(features, outputs) if outputs > 0 else None
         if self.embed is not None:
             # Same scale as the linear term; N(0, 1) would swamp it with F-dimensional dot products.
             nn.init.normal_(self.embed.weight, 0.0, 0.02)

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from ganctl.nets.layers import ConcatEmbedding, ProjectionHead
+from ganctl.nets.layers import ConcatEmbedding, ProjectionHead, spectral_norm_all
 
 
 class Generator(nn.Module):
@@ -46,7 +46,8 @@ class Discriminator(nn.Module):
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0,
                  hidden=(1024, 512, 256), dropout: float = 0.3, embed_dim: int = 10,
-                 norm: str = "none", aux: bool = False, projection: bool = False):
+                 norm: str = "none", aux: bool = False, projection: bool = False,
+                 spectral_norm: bool = False):
         super().__init__()
         if norm not in ("layer", "none"):
             raise ValueError(f"MLP discriminator norm must be layer or none, got {norm!r}")
@@ -63,6 +64,8 @@ class Discriminator(nn.Module):
             width = h
         self.features = nn.Sequential(*layers)  # (B, hidden[-1])
         self.head = ProjectionHead(width, num_classes, aux, projection)
+        if spectral_norm:
+            spectral_norm_all(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """Logits (B,), or (logits, class logits (B, K)) with the auxiliary classifier."""
