@@ -76,7 +76,7 @@ class ModelConfig:
     conditional: bool = False
     z_dim: int = 100
     init: str = "dcgan"  # dcgan: N(0, 0.02) weights | default: PyTorch's own init
-    aux_weight: float = 0.0  # AC-GAN's classifier in D (conditional models) or InfoGAN's code head (model.G.codes); 0 = off
+    aux_weight: float = 0.0  # D's second head: AC-GAN's classifier, or InfoGAN's (G.codes); 0 = off
     G: Any = MISSING
     D: Any = MISSING
 
