@@ -102,17 +102,15 @@ def fixed_inputs(z_dim: int, num_classes: int, noise: str, seed: int, device, co
     InfoGAN codes, one row per code: each z's largest code entry is swapped into the row's place
     (a permutation of i.i.d. entries, so z keeps its distribution given the code)."""
     g = torch.Generator().manual_seed(seed)
-    if num_classes > 0:
+    rows = num_classes or codes
+    if rows > 0:
         per_row = 10
-        z = sample_noise(per_row, z_dim, noise, "cpu", g).repeat(num_classes, 1)
-        y = torch.arange(num_classes).repeat_interleave(per_row)
-        return z.to(device), y.to(device), per_row
-    if codes > 0:
-        per_row = 10
-        z = sample_noise(per_row, z_dim, noise, "cpu", g).repeat(codes, 1)
-        rows, top = torch.arange(len(z)), z[:, :codes].argmax(1)
-        want = torch.arange(codes).repeat_interleave(per_row)
-        z[rows, top], z[rows, want] = z[rows, want], z[rows, top]
+        z = sample_noise(per_row, z_dim, noise, "cpu", g).repeat(rows, 1)
+        row = torch.arange(rows).repeat_interleave(per_row)  # each sample's row: its label or code
+        if num_classes > 0:
+            return z.to(device), row.to(device), per_row
+        every, top = torch.arange(len(z)), z[:, :codes].argmax(1)
+        z[every, top], z[every, row] = z[every, row], z[every, top]
         return z.to(device), None, per_row
     return sample_noise(64, z_dim, noise, "cpu", g).to(device), None, 8
 
