@@ -51,6 +51,17 @@ def test_optimizer_options_give_g_and_d_their_own_learning_rates(make_cfg, optim
     assert opt_G.param_groups[0]["lr"] == 1e-4 and opt_D.param_groups[0]["lr"] == 3e-4
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_rates_default_to_the_models_own_and_yield_to_an_override(make_cfg, optimizer):
+    cfg = make_cfg("model=dcgan", f"optimizer={optimizer}", "model.lr=5e-4")
+    opt = instantiate(cfg.optimizer.G)([torch.nn.Parameter(torch.zeros(2))])
+    assert opt.param_groups[0]["lr"] == cfg.optimizer.lr_d == 5e-4
+    gan, dcgan = make_cfg("model=gan", f"optimizer={optimizer}"), make_cfg(f"optimizer={optimizer}")
+    assert gan.optimizer.lr_g == gan.model.lr != dcgan.optimizer.lr_g == dcgan.model.lr
+    cfg = make_cfg("model=gan", f"optimizer={optimizer}", "optimizer.lr_d=3e-4")
+    assert (cfg.optimizer.lr_g, cfg.optimizer.lr_d) == (gan.model.lr, 3e-4)
+
+
 def test_adamw_weight_decay_and_adam_betas_reach_the_optimizer(make_cfg):
     cfg = make_cfg("optimizer=adamw", "optimizer.weight_decay=0.05", "optimizer.betas=[0.0,0.9]")
     opt = instantiate(cfg.optimizer.D)([torch.nn.Parameter(torch.zeros(2))])

@@ -77,6 +77,7 @@ class ModelConfig:
     z_dim: int = 100
     init: str = "dcgan"  # dcgan: N(0, 0.02) weights | default: PyTorch's own init
     aux_weight: float = 0.0  # D's second head: AC-GAN's classifier, or InfoGAN's (G.codes); 0 = off
+    lr: float = 1e-3  # the Adam/AdamW rate (G and D) this model trains best at; optimizer.lr_g/lr_d win
     G: Any = MISSING
     D: Any = MISSING
 
@@ -269,6 +270,7 @@ RANGES = [
     ("loss.clip", "> 0", lambda v: v > 0),
     ("model.z_dim", ">= 1", lambda v: v >= 1),
     ("model.aux_weight", ">= 0", lambda v: v >= 0),
+    ("model.lr", "> 0", lambda v: v > 0),
     ("model.D.pack", ">= 1", lambda v: v >= 1),
     ("model.G.codes", "0 or >= 2", lambda v: v == 0 or v >= 2),
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
