@@ -20,7 +20,10 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not DATA or not (Path(DATA) / "MNIST" / "raw").is_dir(),
                                  reason="needs the real MNIST: set GANCTL_DATA")]
 CHECKED_STEPS = 936  # 2 epochs at batch 128
-SHORT_STEPS = {"gan": 200, "cgan": 200, "dcgan": 100, "cdcgan": 100}  # short: the 20 pairs share CI time
+# The MLP pairs train the checked 2 epochs (about a minute each); the conv pairs, at 4-5 minutes
+# for 2 epochs, train 100 steps so that the 20 pairs fit in CI's time.
+PAIR_BUDGET = {"gan": "trainer.epochs=2", "cgan": "trainer.epochs=2",
+               "dcgan": "trainer.max_steps=100", "cdcgan": "trainer.max_steps=100"}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,8 @@ def test_dcgan_draws_every_digit(dcgan_2_epochs):
     assert m["recall"] >= 0.3
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3's bar is not met yet: label TV 0.107-0.113 (docs/results.md)")
+@pytest.mark.xfail(strict=True, reason="issue 3's bar is not met yet: label TV 0.113 at seed 0, 0.10 +- 0.01 over "
+                          "seeds and losses (docs/results.md)")
 def test_dcgan_draws_every_digit_in_near_equal_shares(dcgan_2_epochs):
     # TV between the predicted-label distributions of real and generated images: 0.1 allows,
     # for example, every class within about +-2 points of its real share.
@@ -81,14 +85,31 @@ def test_dcgan_draws_every_digit_in_near_equal_shares(dcgan_2_epochs):
 @pytest.mark.parametrize("model,loss", list(itertools.product(options("model"), options("loss"))))
 def test_every_model_and_loss_trains_without_nan_or_collapse(real_cache, tmp_path, model, loss):
     # A NaN stops training with a non-zero exit, which train_and_eval asserts against.
-    m, _ = train_and_eval(tmp_path, f"model={model}", f"loss={loss}", f"trainer.max_steps={SHORT_STEPS[model]}",
-                          n=2000)
+    m, _ = train_and_eval(tmp_path, f"model={model}", f"loss={loss}", PAIR_BUDGET[model], n=2000)
     assert m["fid"] == m["fid"]  # finite metrics from finite images
     # Mode collapse makes the samples alike: their per-pixel spread across samples falls towards 0
-    # (real MNIST: 0.38 on the [-1, 1] scale). Early, noisy generators still vary; a
-    # collapsed one does not. Class shares are judged on the 2-epoch runs above, where they mean
-    # something; after a few hundred steps the classifier reads half-formed digits as one class.
+    # (real MNIST on the [-1, 1] scale: 0.38 over all images, 0.19-0.36 within one digit). Early,
+    # noisy generators still vary; a collapsed one does not. A conditional G that ignores z draws
+    # one image per label: there the spread within each label is what falls (cgan+lsgan at Adam
+    # 1e-3 did that: 0.06).
     r = run_ganctl("sample", f"ckpt={tmp_path / 'run'}", "n=500", "out=s.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    images = np.load(tmp_path / "s.npz")["images"].astype(np.float32) / 127.5 - 1
+    arrays = np.load(tmp_path / "s.npz")
+    images = arrays["images"].astype(np.float32) / 127.5 - 1
     assert images.std(axis=0).mean() >= 0.15
+    conditional = model in ("cgan", "cdcgan")
+    if conditional:
+        labels = arrays["labels"]
+        spread = [images[labels == k].std(axis=0).mean() for k in range(10)]
+        assert np.mean(spread) >= 0.1, f"within-label spread {np.round(spread, 3)}"
+    if model in ("dcgan", "cdcgan"):
+        return  # after 100 steps the classifier reads half-formed digits as one class
+    # After 2 epochs the MLP models draw digits of every kind: rough, but the classifier reads
+    # their labels (measured: label accuracy 70-83%, or label TV 0.13-0.33; docs/results.md).
+    formed = m["label_acc"] >= 0.5 if conditional else m["label_tv"] <= 0.5
+    if loss == "wgan":
+        # Weight clipping learns slowly: 187 G steps in 2 epochs leave blobs that read as one
+        # digit (TV 0.90, accuracy 10%). Fails here until that changes; then drop this branch.
+        assert not formed, "the MLP WGAN now forms digits in 2 epochs: check it by eye, drop the xfail"
+        pytest.xfail("MLP + weight-clipped WGAN: no digits yet at 187 G steps (docs/results.md)")
+    assert formed, {k: m[k] for k in ("label_tv", "label_acc") if k in m}
