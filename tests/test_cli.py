@@ -1,4 +1,6 @@
 """The installed `ganctl` command, run in a subprocess the way a user types it."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -51,6 +53,16 @@ def test_train_writes_a_complete_run_directory(trained):
     assert "samples" in events.Tags()["images"]
 
 
+def test_train_says_where_its_wall_time_went(trained):
+    _, runs, _ = trained
+    run = runs["dcgan"]
+    result = json.loads((run / "result.json").read_text())
+    startup, loop, evals, end = (result[f"Time/{k}_s"] for k in ("startup", "loop", "eval", "end"))
+    assert startup > 0 and loop > 0 and end > 0
+    assert 0 < evals < loop  # the quick eval at the last step runs inside the loop
+    assert "wall time" in (run / "train.log").read_text()
+
+
 def test_wgan_gp_logs_its_penalty(tmp_path, data_root):
     result = run_ganctl("train", "model=gan", "loss=wgan_gp", "model.G.hidden=[16]", "model.D.hidden=[16]",
                         *TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={"GANCTL_DATA": str(data_root)})
@@ -69,6 +81,10 @@ def test_multirun_makes_one_directory_per_job(tmp_path, data_root):
     assert jobs == ["0_gan_bce", "1_gan_lsgan"]
     for job in (tmp_path / "outputs" / "multirun").glob("*/*/*_gan_*"):
         assert (job / "checkpoints" / "last.pt").is_file()
+    # The second job, in the same process, counts its start-up from its own beginning.
+    first, second = (json.loads(next((tmp_path / "outputs" / "multirun").glob(f"*/*/{job}/result.json")).read_text())
+                     for job in jobs)
+    assert second["Time/startup_s"] < first["Time/startup_s"] + first["Time/loop_s"]
 
 
 def test_sample_png_and_npz(trained):

@@ -8,12 +8,14 @@ overrides, -m, --cfg, --help, hydra.run.dir=... and shell completion all keep wo
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+import ganctl
 from ganctl import config
 from ganctl.errors import UserError
 
@@ -54,8 +56,14 @@ def _report_user_errors(fn, *args):
         _fail(str(cause), getattr(cause, "exit_code", 2))
 
 
+# The process's first training job counts its start-up from the first import of ganctl; a later
+# job of a sweep that runs in the same process, from when Hydra hands it over.
+_process_start = [ganctl.STARTED]
+
+
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
 def train_app(cfg: DictConfig) -> None:
+    started = _process_start.pop() if _process_start else time.perf_counter()
     from ganctl import distributed
     from ganctl.train import train
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -63,7 +71,7 @@ def train_app(cfg: DictConfig) -> None:
         log.setLevel(logging.WARNING)  # rank 0 tells the story
     log.info("run directory: %s", run_dir)
     try:
-        result = _report_user_errors(train, cfg, run_dir)
+        result = _report_user_errors(train, cfg, run_dir, started)
     finally:
         distributed.shutdown()
     # The final FID (classifier features) is what a Hydra sweeper minimises; None with eval off.

@@ -272,7 +272,10 @@ def real_batches(data, batch_size: int, start_batch: int = 0):
         epoch, i = epoch + 1, 0
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
+def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
+    """Train as `cfg` says, writing into `run_dir`; the final metrics. `started`: when the job
+    began (time.perf_counter()), for the start-up time it reports; default now."""
+    started = time.perf_counter() if started is None else started
     run_dir = Path(run_dir)
     tcfg = cfg.trainer
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
@@ -394,6 +397,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         """A few thousand samples of the EMA generator against the real features: Eval/* scalars,
         a line of eval.jsonl, and checkpoints/best.pt when FID improves."""
         from ganctl.evaluate import scalars
+        t0 = time.perf_counter()
         with rng_untouched(device):
             result = evaluator.evaluate(G_ema if G_ema is not None else G, num_classes, z_dim, noise_kind,
                                         n=tcfg.eval_n, seed=tcfg.seed, full=False)
@@ -407,6 +411,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if not best or values["fid"] < best["fid"]:
             best.update(fid=values["fid"], step=step)
             save_checkpoint(checkpoint_state(step, epoch), ckpt_dir / "best.pt")
+        wall["eval"] += time.perf_counter() - t0
         return {f"Eval/{k}": v for k, v in values.items()}
 
     def checkpoint_state(step: int, epoch: int) -> dict:
@@ -434,7 +439,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     # Training loop.
     meter, metrics, eval_metrics = Meter(), {}, {}
     batches = real_batches(data, B, start_batch=start_batch)
-    t_last, step_last = time.perf_counter(), start_step
+    t_loop = t_last = time.perf_counter()
+    step_last = start_step
+    wall = {"startup": t_loop - started, "eval": 0.0}  # seconds
     bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not (tcfg.progress and main),
                dynamic_ncols=True)
 
@@ -489,12 +496,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             writer.close()
     log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,
              ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    t_loop_end = time.perf_counter()
+    wall["loop"] = t_loop_end - t_loop
     if main:
         write_curves(run_dir)
         write_progress_gif(sample_dir, run_dir / "progress.gif")
     if best:
         log.info("best FID %.4g at step %d: %s", best["fid"], best["step"], ckpt_dir / "best.pt")
-    result = {"step": max_steps, **metrics, **eval_metrics}
+    wall["end"] = time.perf_counter() - t_loop_end
+    log.info("wall time %.1f s: start-up %.1f s (imports, config, data, networks), training loop "
+             "%.1f s (quick evals %.1f s of it), end %.1f s (curves, progress.gif)",
+             wall["startup"] + wall["loop"] + wall["end"], wall["startup"], wall["loop"], wall["eval"], wall["end"])
+    result = {"step": max_steps, **metrics, **eval_metrics, **{f"Time/{k}_s": v for k, v in wall.items()}}
     if main:  # what a sweep's summary table reads
         (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
