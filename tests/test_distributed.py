@@ -19,10 +19,19 @@ PLAIN_MLP = ["model=gan", *TINY_MODEL["gan"], "model.G.norm=none", "model.D.drop
 
 
 def torchrun(*args: str, cwd: Path, nproc: int = 2):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    # faulthandler: a worker that dies on a signal prints where it was.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={nproc}", "-m", "ganctl", "train", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def workers_said(result) -> str:
+    """The end of what the workers printed, without torchrun's own traceback and summary of
+    the failure, which fill the tail of stderr and push the worker's message out of sight."""
+    text = result.stderr
+    cut = text.rfind("Traceback (most recent call last):", 0, text.rfind("ChildFailedError"))
+    return text[:cut][-3000:] if cut > 0 else text[-3000:]
 
 
 def weights(run: Path) -> dict:
@@ -35,12 +44,12 @@ def test_two_ranks_share_a_run_resume_and_equal_one_process_at_twice_the_batch(d
     # With the quick eval on: rank 0 evaluates alone while the others wait.
     first = torchrun(*common, "trainer.batch_size=8", "trainer.max_steps=2", "trainer.eval_every=2",
                      "trainer.eval_n=100", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, workers_said(first)
     runs = list((tmp_path / "outputs").glob("*/*"))
     assert len(runs) == 1, runs  # both ranks resolved the same time-stamped directory
     run = runs[0]
     resumed = torchrun(f"resume={run}", "trainer.max_steps=4", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, workers_said(resumed)
     assert list((tmp_path / "outputs").glob("*/*")) == [run]
 
     assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == ["best.pt", "last.pt", "step_2.pt", "step_4.pt"]

@@ -70,10 +70,12 @@ def train_app(cfg: DictConfig) -> None:
     if not distributed.init().is_main:
         log.setLevel(logging.WARNING)  # rank 0 tells the story
     log.info("run directory: %s", run_dir)
+    ended_well = False
     try:
         result = _report_user_errors(train, cfg, run_dir, started)
+        ended_well = True
     finally:
-        distributed.shutdown()
+        distributed.shutdown(together=ended_well)
     # The final FID (classifier features) is what a Hydra sweeper minimises; None with eval off.
     return result.get("Eval/fid") if result else None
 

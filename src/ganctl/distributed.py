@@ -6,6 +6,7 @@ torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address in each wo
 environment; without them (a plain `ganctl train`) everything here is a no-op for one process.
 The backend is NCCL for CUDA tensors and gloo for CPU ones, so CPU runs (and the tests) work.
 """
+import gc
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -96,6 +97,16 @@ def replicas_differ(module: torch.nn.Module) -> int:
     return int((hi != lo).sum().item())
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(together: bool = True) -> None:
+    """Leave the process group. After a run that ended well (together=True) every rank waits
+    for the last one (rank 0 still draws curves and progress.gif when the others finish the
+    loop), frees what still holds the group (DDP's reducers) while the interpreter is fully
+    alive, and only then destroys it: a rank that tore its group down and exited early was once
+    seen to abort in CI ("terminate called without an active exception"). After an error a
+    rank leaves at once; waiting for ranks that may never come would hang it."""
+    if not dist.is_initialized():
+        return
+    if together:
+        dist.barrier()
+        gc.collect()
+    dist.destroy_process_group()
