@@ -68,15 +68,15 @@ def test_conditional_dcgan_meets_the_quality_bar(cdcgan_2_epochs):
 
 def test_dcgan_draws_every_digit(dcgan_2_epochs):
     m, _ = dcgan_2_epochs
-    assert m["label_tv"] <= 0.2  # measured 0.113 at Adam 1e-3 (0.23 at the old 2e-4), 10,000 images
+    assert m["label_tv"] <= 0.2  # measured 0.088 (seed 0), 10,000 images; 0.23 at the old Adam 2e-4
     assert m["recall"] >= 0.3
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3's bar is not met yet: label TV 0.113 at seed 0, 0.10 +- 0.01 over "
-                          "seeds and losses (docs/results.md)")
 def test_dcgan_draws_every_digit_in_near_equal_shares(dcgan_2_epochs):
     # TV between the predicted-label distributions of real and generated images: 0.1 allows,
-    # for example, every class within about +-2 points of its real share.
+    # for example, every class within about +-2 points of its real share. Measured with the
+    # dcgan's Adam betas (0, 0.99): 0.088, 0.109, 0.088 on seeds 0, 1, 2; this test runs seed 0,
+    # so it checks the defaults at one seed, not that every seed is under the line.
     m, _ = dcgan_2_epochs
     assert m["label_tv"] <= 0.1
 

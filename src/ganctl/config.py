@@ -78,6 +78,7 @@ class ModelConfig:
     init: str = "dcgan"  # dcgan: N(0, 0.02) weights | default: PyTorch's own init
     aux_weight: float = 0.0  # D's second head: AC-GAN's classifier, or InfoGAN's (G.codes); 0 = off
     lr: float = 1e-3  # the Adam/AdamW rate (G and D) this model trains best at; optimizer.lr_g/lr_d win
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])  # its Adam/AdamW betas; optimizer.betas wins
     G: Any = MISSING
     D: Any = MISSING
 
@@ -271,6 +272,8 @@ RANGES = [
     ("model.z_dim", ">= 1", lambda v: v >= 1),
     ("model.aux_weight", ">= 0", lambda v: v >= 0),
     ("model.lr", "> 0", lambda v: v > 0),
+    ("model.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
+    ("optimizer.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
     ("model.D.pack", ">= 1", lambda v: v >= 1),
     ("model.G.codes", "0 or >= 2", lambda v: v == 0 or v >= 2),
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
