@@ -247,6 +247,10 @@ class FitClassifierConfig:
     refit: bool = False
 
 
+def _adam_betas_ok(betas) -> bool:
+    return len(betas) == 2 and all(0 <= b < 1 for b in betas)
+
+
 # key, what it must be, the test. Types are the schemas' job; these are the ranges.
 # trainer.compile: none, or a torch.compile mode (reduce-overhead captures CUDA graphs).
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -272,8 +276,8 @@ RANGES = [
     ("model.z_dim", ">= 1", lambda v: v >= 1),
     ("model.aux_weight", ">= 0", lambda v: v >= 0),
     ("model.lr", "> 0", lambda v: v > 0),
-    ("model.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
-    ("optimizer.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
+    ("model.betas", "two values in [0, 1)", _adam_betas_ok),
+    ("optimizer.betas", "two values in [0, 1)", _adam_betas_ok),
     ("model.D.pack", ">= 1", lambda v: v >= 1),
     ("model.G.codes", "0 or >= 2", lambda v: v == 0 or v >= 2),
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
