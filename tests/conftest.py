@@ -1,6 +1,7 @@
 """Shared fixtures: tiny datasets written in the real on-disk formats, and the real config
 composed with Hydra's compose API, then shrunk (CPU, tiny nets, two steps)."""
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -62,12 +63,52 @@ def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 64, n_test: in
     return root
 
 
+def tiny_cifar(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3, 32, 32) uint8 in CIFAR's channel-first order: class k is a bright square in
+    channel k % 3 at a place of its own, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 40, size=(n, 3, 32, 32))
+    for i, k in enumerate(labels):
+        images[i, k % 3, 3 * k:3 * k + 6, 4:10] = 255
+    return images.astype(np.uint8), labels
+
+
+def write_cifar10(root: Path, per_batch: int = 8, n_test: int = 16) -> dict:
+    """CIFAR-10's python version (root/cifar-10-batches-py): five training batches, a test batch
+    and batches.meta, pickled dicts with "data" (N, 3072) and "labels", as published. Returns
+    {"train": (images, labels), "test": ...} as written. The files cannot match the published
+    MD5 sums that torchvision checks; tests that read them patch that check."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {"train": [], "test": []}
+    names = [(f"data_batch_{i}", "train", per_batch) for i in range(1, 6)] + [("test_batch", "test", n_test)]
+    for seed, (name, split, n) in enumerate(names):
+        images, labels = tiny_cifar(n, seed)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": images.reshape(n, -1), "labels": labels.tolist()}, f)
+        written[split].append((images, labels))
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                     "horse", "ship", "truck"]}, f)
+    return {split: tuple(np.concatenate(parts) for parts in zip(*batches)) for split, batches in written.items()}
+
+
+@pytest.fixture()
+def cifar_files_pass_their_checksums(monkeypatch):
+    """Let torchvision read the tiny CIFAR-10 files: their MD5 sums cannot be the published ones."""
+    import torchvision.datasets.cifar
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """A root holding tiny MNIST and Fashion-MNIST in torchvision's raw IDX layout."""
+    """A root holding tiny MNIST and Fashion-MNIST in torchvision's raw IDX layout, and a tiny
+    CIFAR-10 in its python layout."""
     root = tmp_path_factory.mktemp("data")
     write_mnist(root, "MNIST")
     write_mnist(root, "FashionMNIST")
+    write_cifar10(root)
     return root
 
 

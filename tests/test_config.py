@@ -32,7 +32,9 @@ def test_loss_options(make_cfg, loss):
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))
-def test_dataset_options(make_cfg, dataset, image_folder):
+def test_dataset_options(make_cfg, dataset, image_folder, request):
+    if dataset == "cifar10":
+        request.getfixturevalue("cifar_files_pass_their_checksums")
     extra = [f"dataset.root={image_folder}", "dataset.img_size=16", "dataset.num_workers=0"] if dataset == "folder" else []
     cfg = make_cfg(f"dataset={dataset}", *extra)
     data = instantiate(cfg.dataset, device="cpu", seed=0)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from conftest import tiny_digits
-from ganctl.data import InMemoryImages, load_fashion_mnist, load_mnist
+from conftest import tiny_digits, write_cifar10
+from ganctl.data import InMemoryImages, load_cifar10, load_fashion_mnist, load_mnist
 from ganctl.errors import UserError
 
 
@@ -71,4 +71,26 @@ def test_missing_data_says_where_it_looked_and_how_to_point_elsewhere(tmp_path):
     message = str(e.value)
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
     assert "GANCTL_DATA" in message and "dataset.root" in message
+    assert "\n" not in message
+
+
+def test_cifar10_is_read_channel_first_with_its_labels(tmp_path, cifar_files_pass_their_checksums):
+    written = write_cifar10(tmp_path)
+    train, test = load_cifar10(str(tmp_path), False, "train"), load_cifar10(str(tmp_path), False, "test")
+    assert (len(train), len(test), len(load_cifar10(str(tmp_path), False, "all"))) == (40, 16, 56)
+    assert (train.img_channels, train.img_size, train.num_classes) == (3, 32, 10)
+    for data, (images, labels) in ((train, written["train"]), (test, written["test"])):
+        assert torch.equal(data.images, torch.from_numpy(images))  # (N, 3, 32, 32), byte for byte
+        assert torch.equal(data.labels, torch.from_numpy(labels).long())
+    x, y = next(train.epoch(0, batch_size=8))
+    assert x.shape == (8, 3, 32, 32) and y.dtype == torch.int64
+
+
+def test_cifar10_files_that_fail_their_checksums_are_refused_in_one_line(tmp_path):
+    write_cifar10(tmp_path)  # not the published files: torchvision's MD5 check refuses them
+    with pytest.raises(UserError) as e:
+        load_cifar10(str(tmp_path), download=False)
+    message = str(e.value)
+    assert f"incomplete or corrupted in {tmp_path / 'cifar-10-batches-py'}" in message
+    assert "GANCTL_DATA" in message
     assert "\n" not in message

@@ -160,3 +160,10 @@ def test_image_folder_trains_a_conditional_rgb_model(make_cfg, tmp_path, image_f
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["data"] == {"img_channels": 3, "img_size": 16, "num_classes": 2}
     assert Image.open(tmp_path / "samples" / "step_2.png").size == (2 + 10 * 18, 2 + 2 * 18)  # a row per class
+
+
+def test_cifar10_trains_a_conditional_rgb_dcgan(make_cfg, tmp_path, cifar_files_pass_their_checksums):
+    train(make_cfg("model=cdcgan", "dataset=cifar10"), tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["data"] == {"img_channels": 3, "img_size": 32, "num_classes": 10}
+    assert Image.open(tmp_path / "samples" / "step_2.png").mode == "RGB"

@@ -6,7 +6,7 @@ resume mid-epoch, and DDP ranks split each global batch of the same permutation.
     data = load_mnist(root="data", split="train", device="cuda")
     for x, y in data.epoch(0, batch_size=128): ...
 
-Datasets that fit in memory (MNIST, Fashion-MNIST) are one uint8 tensor on the device, indexed
+Datasets that fit in memory (MNIST, Fashion-MNIST, CIFAR-10) are one uint8 tensor on the device, indexed
 and normalised there: no DataLoader workers and no per-sample Python on the hot path.
 """
 import multiprocessing
@@ -70,7 +70,9 @@ class InMemoryImages:
             yield to_float(self.images[idx]), self.labels[idx]  # x (B, C, H, W) in [-1, 1]
 
 
-def _torchvision_arrays(cls, folder: str, root: str, download: bool, split: str):
+def _torchvision_arrays(cls, layout: str, root: str, download: bool, split: str):
+    """uint8 images (N, C, H, W), int64 labels and the class count of a torchvision dataset whose
+    files lie under root as `layout` says (torchvision's own layout, e.g. MNIST/raw/*-ubyte)."""
     root = os.path.abspath(os.path.expanduser(root))
     splits = {"train": [True], "test": [False], "all": [True, False]}[split]
     try:
@@ -78,20 +80,28 @@ def _torchvision_arrays(cls, folder: str, root: str, download: bool, split: str)
     except (RuntimeError, OSError) as e:
         why = (f"and could not be downloaded ({str(e).strip().splitlines()[0]})" if download
                else "(dataset.download=false)")
+        where = os.path.join(root, os.path.dirname(layout))
+        state = "incomplete or corrupted" if os.path.isdir(where) else "not found"
         raise UserError(
-            f"{cls.__name__} not found in {os.path.join(root, folder, 'raw')} {why}; "
-            f"point the tool at a folder holding {folder}/raw/*-ubyte with "
+            f"{cls.__name__} {state} in {where} {why}; "
+            f"point the tool at a folder holding {layout} with "
             f"GANCTL_DATA=<dir> or dataset.root=<dir>") from None
-    images = torch.cat([p.data for p in parts])[:, None]  # (N, 1, 28, 28) uint8
-    labels = torch.cat([p.targets for p in parts])
+    images = torch.cat([_nchw(p.data) for p in parts])
+    labels = torch.cat([torch.as_tensor(p.targets, dtype=torch.int64) for p in parts])
     return images, labels, len(parts[0].classes)
+
+
+def _nchw(data) -> torch.Tensor:
+    """torchvision's arrays as uint8 (N, C, H, W): MNIST's tensor (N, H, W), CIFAR's NumPy (N, H, W, C)."""
+    data = torch.as_tensor(data)
+    return data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2).contiguous()
 
 
 def load_mnist(root: str = "data", download: bool = True, split: str = "train", device="cpu",
                seed: int = 0, rank: int = 0, world_size: int = 1) -> InMemoryImages:
     """MNIST digits from root/MNIST/raw (torchvision's layout)."""
     from torchvision.datasets import MNIST
-    images, labels, k = _torchvision_arrays(MNIST, "MNIST", root, download, split)
+    images, labels, k = _torchvision_arrays(MNIST, "MNIST/raw/*-ubyte", root, download, split)
     return InMemoryImages(images, labels, k, device, seed, rank, world_size)
 
 
@@ -100,7 +110,16 @@ def load_fashion_mnist(root: str = "data", download: bool = True, split: str = "
                        world_size: int = 1) -> InMemoryImages:
     """Fashion-MNIST from root/FashionMNIST/raw (torchvision's layout)."""
     from torchvision.datasets import FashionMNIST
-    images, labels, k = _torchvision_arrays(FashionMNIST, "FashionMNIST", root, download, split)
+    images, labels, k = _torchvision_arrays(FashionMNIST, "FashionMNIST/raw/*-ubyte", root, download, split)
+    return InMemoryImages(images, labels, k, device, seed, rank, world_size)
+
+
+def load_cifar10(root: str = "data", download: bool = True, split: str = "train", device="cpu",
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> InMemoryImages:
+    """CIFAR-10 (32x32 RGB, 10 classes) from root/cifar-10-batches-py, the python version that
+    torchvision downloads; its files are checked against their published MD5 sums."""
+    from torchvision.datasets import CIFAR10
+    images, labels, k = _torchvision_arrays(CIFAR10, "cifar-10-batches-py/*_batch*", root, download, split)
     return InMemoryImages(images, labels, k, device, seed, rank, world_size)
 
 
