@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_ganctl, write_mnist
+from conftest import run_ganctl, write_cifar10, write_mnist
 from ganctl.checkpoint import load_checkpoint
 from ganctl.classifier import classifier_path, load_or_fit, reference_data
 from ganctl.data import to_float
@@ -87,6 +87,16 @@ def test_real_images_score_near_the_floor_and_a_constant_scores_badly(bigger_mni
     assert real["is"]["value"] > 5 and const["is"]["value"] == pytest.approx(1.0, abs=0.01)
     assert "intra_fid" in real and "label_acc" not in const  # conditional metrics only where labels exist
     assert real["fid"]["n_fake"] == 300 and real["fid"]["n_real"] == 300  # half of the 600 reals
+
+
+def test_cifar10_gets_an_rgb_classifier_and_real_images_score_well(tmp_path, cifar_files_pass_their_checksums):
+    write_cifar10(tmp_path, per_batch=40, n_test=50)
+    ev = Evaluator(OmegaConf.create({"_target_": "ganctl.data.load_cifar10", "root": str(tmp_path),
+                                     "download": False, "split": "train"}), "cpu")
+    assert ev.ref.train_x.shape[1:] == (3, 32, 32) and ev.ref.key.startswith("cifar10-3x32x32-")
+    real = ev.evaluate(ReplayG(ev.ref.train_x, ev.ref.train_y), 10, 8, "normal", n=100)["metrics"]
+    assert real["label_acc"]["value"] > 0.9  # a square per class, in its own place and channel
+    assert real["precision"]["value"] > 0.8
 
 
 def test_training_evals_log_keep_the_best_and_draw_curves(make_cfg, tmp_path):
