@@ -1,6 +1,8 @@
 """The speed switches compute what the plain step computes: the same losses over a few steps on
 fixed batches, within a tolerance (fp32 switches tight, bf16 loose). Speed itself is measured by
-benchmarks/bench.py, never asserted here."""
+benchmarks/bench.py, never asserted here. Each check runs on the CPU and, where there is one, on
+a CUDA device too (CI has none: there the CUDA cases are skipped), where trainer.compile also
+means CUDA graphs (reduce-overhead)."""
 import copy
 
 import pytest
@@ -10,9 +12,16 @@ from hydra.utils import instantiate
 from ganctl.train import build_generator, build_step, train
 
 STEPS = 3
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
-def run_steps(cfg) -> list[float]:
+@pytest.fixture(autouse=True)
+def _fp32_convolutions(monkeypatch):
+    """On CUDA, cuDNN may round convolutions through TF32, differently per layout: compare fp32."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+def run_steps(cfg, device="cpu") -> list[float]:
     """STEPS training steps of the step `ganctl train` builds from cfg, from seed 0 on fixed
     batches: every scalar the step returns. At the paper's rate 2e-4: the default 1e-3 amplifies
     NHWC-vs-NCHW rounding over 15 critic updates past rtol 1e-4 (measured 2.5e-4)."""
@@ -20,40 +29,47 @@ def run_steps(cfg) -> list[float]:
     torch.manual_seed(0)
     loss = instantiate(cfg.loss)
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if cfg.model.conditional else 0}
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16")
-    step, _ = build_step(cfg, info, loss, torch.device("cpu"), autocast)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16")
+    step, _ = build_step(cfg, info, loss, torch.device(device), autocast)
     B, data = cfg.trainer.batch_size, torch.Generator().manual_seed(1)
     values = []
     for _ in range(STEPS):
-        reals = [(torch.rand(B, 1, 28, 28, generator=data) * 2 - 1,
-                  torch.randint(0, 10, (B,), generator=data) if info["num_classes"] else None)
+        reals = [((torch.rand(B, 1, 28, 28, generator=data) * 2 - 1).to(device),
+                  torch.randint(0, 10, (B,), generator=data).to(device) if info["num_classes"] else None)
                  for _ in range(loss.n_critic)]
         values += [v.item() for stats in step(reals) for v in stats.values()]
     return values
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model,loss", [("dcgan", "bce"), ("cdcgan", "wgan_gp")])
-def test_channels_last_and_fused_adam_match_the_plain_step(make_cfg, model, loss):
-    plain = run_steps(make_cfg(f"model={model}", f"loss={loss}"))
+def test_channels_last_and_fused_adam_match_the_plain_step(make_cfg, model, loss, device):
+    plain = run_steps(make_cfg(f"model={model}", f"loss={loss}"), device)
     assert len(plain) >= 2 * STEPS and all(map(torch.isfinite, torch.tensor(plain)))
-    torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}", "trainer.channels_last=true")),
+    torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}", "trainer.channels_last=true"), device),
                                plain, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}", "optimizer.fused=true")),
+    torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}", "optimizer.fused=true"), device),
                                plain, rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_autocast_stays_close_to_fp32(make_cfg):
-    torch.testing.assert_close(run_steps(make_cfg("model=dcgan", "trainer.precision=bf16")),
-                               run_steps(make_cfg("model=dcgan")), rtol=0.05, atol=0.02)
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_autocast_stays_close_to_fp32(make_cfg, device):
+    torch.testing.assert_close(run_steps(make_cfg("model=dcgan", "trainer.precision=bf16"), device),
+                               run_steps(make_cfg("model=dcgan"), device), rtol=0.05, atol=0.02)
 
 
+COMPILE_MODES = [("cpu", "default"), pytest.param("cuda", "reduce-overhead", marks=DEVICES[1].marks)]
+
+
+@pytest.mark.parametrize("device,mode", COMPILE_MODES)
 @pytest.mark.parametrize("model,loss", [("dcgan", "bce"), ("gan", "wgan_gp")])
-def test_compiled_step_matches_the_plain_step(make_cfg, model, loss):
-    """torch.compile (inductor, on the CPU here); under a gradient penalty D's update stays eager,
-    since compile has no double backward. Dropout is off: compiled code draws its own masks."""
+def test_compiled_step_matches_the_plain_step(make_cfg, model, loss, device, mode):
+    """torch.compile (inductor; on CUDA with CUDA graphs); under a gradient penalty D's update
+    stays eager, since compile has no double backward. Dropout is off: compiled code draws its
+    own masks."""
     plain = [f"model={model}", f"loss={loss}", *(["model.D.dropout=0"] if model == "gan" else [])]
-    torch.testing.assert_close(run_steps(make_cfg(*plain, "trainer.compile=default")), run_steps(make_cfg(*plain)),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(run_steps(make_cfg(*plain, f"trainer.compile={mode}"), device),
+                               run_steps(make_cfg(*plain), device), rtol=1e-4, atol=1e-5)
 
 
 def test_training_runs_with_every_switch_on(make_cfg, tmp_path):
