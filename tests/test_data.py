@@ -1,4 +1,6 @@
 """The in-memory datasets: on-device batches, epoch permutations, shards, splits, clear errors."""
+import os
+
 import pytest
 import torch
 
@@ -94,3 +96,16 @@ def test_cifar10_files_that_fail_their_checksums_are_refused_in_one_line(tmp_pat
     assert f"incomplete or corrupted in {tmp_path / 'cifar-10-batches-py'}" in message
     assert "GANCTL_DATA" in message
     assert "\n" not in message
+
+
+def test_a_failed_download_says_not_found_even_after_it_made_the_folder(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def failing_download(self):  # what torchvision does without a network: the folder, then an error
+        os.makedirs(self.raw_folder, exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", failing_download)
+    with pytest.raises(UserError) as e:
+        load_mnist(str(tmp_path), download=True)
+    assert f"MNIST not found in {tmp_path / 'MNIST' / 'raw'} and could not be downloaded (Error downloading" in str(e.value)

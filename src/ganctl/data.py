@@ -75,13 +75,13 @@ def _torchvision_arrays(cls, layout: str, root: str, download: bool, split: str)
     files lie under root as `layout` says (torchvision's own layout, e.g. MNIST/raw/*-ubyte)."""
     root = os.path.abspath(os.path.expanduser(root))
     splits = {"train": [True], "test": [False], "all": [True, False]}[split]
+    where = os.path.join(root, os.path.dirname(layout))
+    state = "incomplete or corrupted" if os.path.isdir(where) else "not found"  # before a download makes it
     try:
         parts = [cls(root, train=train, download=download) for train in splits]
     except (RuntimeError, OSError) as e:
         why = (f"and could not be downloaded ({str(e).strip().splitlines()[0]})" if download
                else "(dataset.download=false)")
-        where = os.path.join(root, os.path.dirname(layout))
-        state = "incomplete or corrupted" if os.path.isdir(where) else "not found"
         raise UserError(
             f"{cls.__name__} {state} in {where} {why}; "
             f"point the tool at a folder holding {layout} with "
