@@ -70,9 +70,10 @@ class InMemoryImages:
             yield to_float(self.images[idx]), self.labels[idx]  # x (B, C, H, W) in [-1, 1]
 
 
-def _torchvision_arrays(cls, layout: str, root: str, download: bool, split: str):
-    """uint8 images (N, C, H, W), int64 labels and the class count of a torchvision dataset whose
-    files lie under root as `layout` says (torchvision's own layout, e.g. MNIST/raw/*-ubyte)."""
+def _torchvision_images(cls, layout: str, root: str, download: bool, split: str,
+                       **placement) -> InMemoryImages:
+    """A torchvision dataset whose files lie under root as `layout` says (torchvision's own
+    layout, e.g. MNIST/raw/*-ubyte), as InMemoryImages; `placement`: device, seed, rank, world_size."""
     root = os.path.abspath(os.path.expanduser(root))
     splits = {"train": [True], "test": [False], "all": [True, False]}[split]
     where = os.path.join(root, os.path.dirname(layout))
@@ -88,7 +89,7 @@ def _torchvision_arrays(cls, layout: str, root: str, download: bool, split: str)
             f"GANCTL_DATA=<dir> or dataset.root=<dir>") from None
     images = torch.cat([_nchw(p.data) for p in parts])
     labels = torch.cat([torch.as_tensor(p.targets, dtype=torch.int64) for p in parts])
-    return images, labels, len(parts[0].classes)
+    return InMemoryImages(images, labels, len(parts[0].classes), **placement)
 
 
 def _nchw(data) -> torch.Tensor:
@@ -101,8 +102,8 @@ def load_mnist(root: str = "data", download: bool = True, split: str = "train", 
                seed: int = 0, rank: int = 0, world_size: int = 1) -> InMemoryImages:
     """MNIST digits from root/MNIST/raw (torchvision's layout)."""
     from torchvision.datasets import MNIST
-    images, labels, k = _torchvision_arrays(MNIST, "MNIST/raw/*-ubyte", root, download, split)
-    return InMemoryImages(images, labels, k, device, seed, rank, world_size)
+    return _torchvision_images(MNIST, "MNIST/raw/*-ubyte", root, download, split,
+                               device=device, seed=seed, rank=rank, world_size=world_size)
 
 
 def load_fashion_mnist(root: str = "data", download: bool = True, split: str = "train",
@@ -110,8 +111,8 @@ def load_fashion_mnist(root: str = "data", download: bool = True, split: str = "
                        world_size: int = 1) -> InMemoryImages:
     """Fashion-MNIST from root/FashionMNIST/raw (torchvision's layout)."""
     from torchvision.datasets import FashionMNIST
-    images, labels, k = _torchvision_arrays(FashionMNIST, "FashionMNIST/raw/*-ubyte", root, download, split)
-    return InMemoryImages(images, labels, k, device, seed, rank, world_size)
+    return _torchvision_images(FashionMNIST, "FashionMNIST/raw/*-ubyte", root, download, split,
+                               device=device, seed=seed, rank=rank, world_size=world_size)
 
 
 def load_cifar10(root: str = "data", download: bool = True, split: str = "train", device="cpu",
@@ -119,8 +120,8 @@ def load_cifar10(root: str = "data", download: bool = True, split: str = "train"
     """CIFAR-10 (32x32 RGB, 10 classes) from root/cifar-10-batches-py, the python version that
     torchvision downloads; its files are checked against their published MD5 sums."""
     from torchvision.datasets import CIFAR10
-    images, labels, k = _torchvision_arrays(CIFAR10, "cifar-10-batches-py/*_batch*", root, download, split)
-    return InMemoryImages(images, labels, k, device, seed, rank, world_size)
+    return _torchvision_images(CIFAR10, "cifar-10-batches-py/*_batch*", root, download, split,
+                               device=device, seed=seed, rank=rank, world_size=world_size)
 
 
 def _readable_image(path: Path) -> bool:
