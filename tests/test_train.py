@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import options
 from ganctl.checkpoint import REQUIRED_KEYS, load_checkpoint
 from ganctl.errors import UserError
-from ganctl.train import ema_decay_at, ema_update, fixed_inputs, train
+from ganctl.train import build_generator, ema_decay_at, ema_update, fixed_inputs, standing_stats, train
 
 
 @pytest.mark.parametrize("model,loss", list(itertools.product(options("model"), options("loss"))))
@@ -135,6 +135,60 @@ def test_ema_update_is_a_moving_average_and_copies_buffers():
     ema_update(G_ema, G, decay=0.9)
     assert torch.allclose(G_ema.weight, torch.full((3,), 0.19))  # 0.9 * 0.1 + 0.1 * 1
     assert torch.equal(G_ema.running_mean, G.running_mean)
+
+
+class LinearBN(torch.nn.Module):
+    """BatchNorm after a linear map of z: for z ~ N(0, I) its activations have mean b and variance
+    |W_i|^2 per unit, in closed form."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.bn = torch.nn.Linear(8, 3), torch.nn.BatchNorm1d(3)
+
+    def forward(self, z, y=None):
+        return self.bn(self.linear(z))
+
+
+def test_standing_stats_are_the_statistics_of_the_generators_own_activations():
+    G = LinearBN()
+    G.bn.running_mean.fill_(5.0)  # statistics of other weights, as ema_update leaves them
+    G.bn.running_var.fill_(9.0)
+    rng = torch.get_rng_state()
+    standing_stats(G, batches=16, batch_size=256, z_dim=8, noise="normal", num_classes=0, device="cpu")
+    # 4,096 draws: the mean is within 4 standard errors (sd/64) of b, the variance within 10%.
+    sd = G.linear.weight.detach().pow(2).sum(1).sqrt()
+    assert torch.all((G.bn.running_mean - G.linear.bias.detach()).abs() < 4 * sd / 64)
+    assert torch.allclose(G.bn.running_var, sd ** 2, rtol=0.1)
+    assert not G.training and G.bn.momentum == 0.1  # back to eval mode and its own momentum
+    assert torch.equal(torch.get_rng_state(), rng)  # the training RNG stream is untouched
+
+
+def test_standing_stats_draw_the_same_noise_each_time_and_skip_nets_without_batchnorm():
+    G = LinearBN()
+    standing_stats(G, 2, 64, 8, "uniform", 0, "cpu", seed=3)
+    first = G.bn.running_var.clone()
+    standing_stats(G, 2, 64, 8, "uniform", 0, "cpu", seed=3)
+    assert torch.equal(G.bn.running_var, first)
+    plain = torch.nn.Linear(8, 3)
+    before = plain.weight.clone()
+    standing_stats(plain, 2, 64, 8, "normal", 0, "cpu")  # nothing to compute, nothing changed
+    assert torch.equal(plain.weight, before)
+
+
+def test_the_saved_ema_generator_carries_statistics_of_its_own_weights(make_cfg, tmp_path):
+    cfg = make_cfg("model=gan", "trainer.max_steps=3")
+    train(cfg, tmp_path / "own")
+    state = load_checkpoint(tmp_path / "own" / "checkpoints" / "last.pt")
+    G = build_generator(cfg.model, state["data"])
+    G.load_state_dict(state["G_ema"])
+    saved = {k: v.clone() for k, v in G.state_dict().items() if "running" in k}
+    assert any(not torch.equal(v, state["G"][k]) for k, v in saved.items())  # not the raw G's
+    standing_stats(G, cfg.trainer.ema_bn_batches, cfg.trainer.batch_size, cfg.model.z_dim, "normal", 0, "cpu",
+                   seed=cfg.trainer.seed)
+    assert all(torch.equal(G.state_dict()[k], v) for k, v in saved.items())  # they are G_ema's own
+    train(make_cfg("model=gan", "trainer.max_steps=3", "trainer.ema_bn_batches=0"), tmp_path / "raw")
+    state = load_checkpoint(tmp_path / "raw" / "checkpoints" / "last.pt")
+    assert all(torch.equal(state["G_ema"][k], state["G"][k]) for k in saved)  # copied from G
 
 
 def test_ema_warmup_forgets_early_weights_then_reaches_the_decay():

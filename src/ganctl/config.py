@@ -176,6 +176,7 @@ class TrainerConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True
+    ema_bn_batches: int = 8
     log_every: int = 50
     sample_every: int = 200
     ckpt_every: int = 1000
@@ -265,6 +266,7 @@ RANGES = [
     ("trainer.keep_ckpts", ">= 0", lambda v: v >= 0),
     ("trainer.label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
     ("trainer.ema_decay", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("trainer.ema_bn_batches", ">= 0", lambda v: v >= 0),
     ("trainer.eval_every", "null or >= 1", lambda v: v is None or v >= 1),
     ("trainer.eval_n", ">= 100", lambda v: v >= 100),
     ("optimizer.lr_g", "> 0", lambda v: v > 0),

@@ -123,6 +123,31 @@ def ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, decay: float) -> None
         b_ema.copy_(b)
 
 
+@torch.no_grad()
+def standing_stats(G: torch.nn.Module, batches: int, batch_size: int, z_dim: int, noise: str,
+                   num_classes: int, device, seed: int = 0) -> None:
+    """BigGAN's standing statistics (Brock et al. 2019): G's BatchNorm running statistics become the
+    average over `batches` batches of G's own activations, from fixed noise. ema_update copies the
+    raw G's statistics, which belong to other weights: where G moves fast (the MLP models, Adam
+    without momentum) the average then normalises with the wrong mean and scale. G ends in eval mode."""
+    norms = [m for m in G.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches < 1:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    g = torch.Generator(device=device).manual_seed(seed)
+    G.train()
+    for _ in range(batches):
+        z = sample_noise(batch_size, z_dim, noise, device, g)
+        y = torch.randint(num_classes, (batch_size,), device=device, generator=g) if num_classes else None
+        G(z, y)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    G.eval()
+
+
 def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
     """With warm-up the average forgets the first, poor weights quickly: min(decay, (1+t)/(10+t))."""
     return min(decay, (1 + step) / (10 + step)) if warmup else decay
@@ -377,8 +402,17 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
             eval_log.truncate_after(start_step)
     evaluator = make_evaluator(cfg, device) if tcfg.eval_every and main else None
 
+    ema_stats_step = {"step": None}  # the step whose G_ema weights its BatchNorm statistics belong to
+
+    def averaged_G(step: int) -> torch.nn.Module | None:
+        """G_ema with BatchNorm statistics of its own weights (computed once per step), or None."""
+        if G_ema is not None and ema_stats_step["step"] != step:
+            standing_stats(G_ema, tcfg.ema_bn_batches, B, z_dim, noise_kind, num_classes, device, tcfg.seed)
+            ema_stats_step["step"] = step
+        return G_ema
+
     def save_samples(step: int) -> None:
-        G_show = G_ema if G_ema is not None else G.eval()
+        G_show = averaged_G(step) if G_ema is not None else G.eval()
         with torch.no_grad(), autocast:
             images = G_show(fixed_z, fixed_y).float()
         G.train()
@@ -399,8 +433,9 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
         from ganctl.evaluate import scalars
         t0 = time.perf_counter()
         with rng_untouched(device):
-            result = evaluator.evaluate(G_ema if G_ema is not None else G, num_classes, z_dim, noise_kind,
-                                        n=tcfg.eval_n, seed=tcfg.seed, full=False)
+            G_eval = averaged_G(step) if G_ema is not None else G
+            result = evaluator.evaluate(G_eval, num_classes, z_dim, noise_kind, n=tcfg.eval_n, seed=tcfg.seed,
+                                        full=False)
         values = scalars(result)
         for k, v in values.items():
             writer.add_scalar(f"Eval/{k}", v, step)
@@ -416,7 +451,8 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
 
     def checkpoint_state(step: int, epoch: int) -> dict:
         return {"G": G.state_dict(), "D": D.state_dict(),
-                 **({"G_ema": G_ema.state_dict()} if G_ema is not None else {}), "opt_G": opt_G.state_dict(),
+                 **({"G_ema": averaged_G(step).state_dict()} if G_ema is not None else {}),
+                 "opt_G": opt_G.state_dict(),
                  "opt_D": opt_D.state_dict(), "step": step, "epoch": epoch,
                  "batch": start_batch + (step - start_step) * loss.n_critic,  # real batches D has seen
                  "world_size": W, "rng": {"torch": torch.get_rng_state(),
