@@ -99,7 +99,8 @@ def ganctl_step(cfg, device, data):
         step(reals)
         count[0] += 1
         if G_ema is not None:
-            ema_update(G_ema, step.G, ema_decay_at(count[0], tcfg.ema_decay, tcfg.ema_warmup))
+            ema_update(G_ema, step.G, ema_decay_at(count[0], tcfg.ema_decay, tcfg.ema_warmup),
+                       buffers=not tcfg.ema_bn_batches)  # as `ganctl train` steps
     return run, loss.n_critic
 
 

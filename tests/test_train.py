@@ -135,6 +135,9 @@ def test_ema_update_is_a_moving_average_and_copies_buffers():
     ema_update(G_ema, G, decay=0.9)
     assert torch.allclose(G_ema.weight, torch.full((3,), 0.19))  # 0.9 * 0.1 + 0.1 * 1
     assert torch.equal(G_ema.running_mean, G.running_mean)
+    G.running_mean.fill_(7.0)
+    ema_update(G_ema, G, decay=0.9, buffers=False)  # statistics left to standing_stats
+    assert torch.equal(G_ema.running_mean, torch.full((3,), 5.0))
 
 
 class LinearBN(torch.nn.Module):

@@ -116,11 +116,13 @@ def fixed_inputs(z_dim: int, num_classes: int, noise: str, seed: int, device, co
 
 
 @torch.no_grad()
-def ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, decay: float) -> None:
-    """G_ema <- decay * G_ema + (1 - decay) * G for parameters; buffers (BatchNorm statistics) copied."""
+def ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, decay: float, buffers: bool = True) -> None:
+    """G_ema <- decay * G_ema + (1 - decay) * G for parameters; buffers (BatchNorm statistics) copied
+    unless buffers=False, where standing_stats recomputes them before each use of G_ema."""
     torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - decay)
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
+    if buffers:
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
 
 
 @torch.no_grad()
@@ -402,13 +404,14 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
             eval_log.truncate_after(start_step)
     evaluator = make_evaluator(cfg, device) if tcfg.eval_every and main else None
 
-    ema_stats_step = {"step": None}  # the step whose G_ema weights its BatchNorm statistics belong to
+    ema_stats_step = None  # the step whose G_ema weights its BatchNorm statistics belong to
 
-    def averaged_G(step: int) -> torch.nn.Module | None:
-        """G_ema with BatchNorm statistics of its own weights (computed once per step), or None."""
-        if G_ema is not None and ema_stats_step["step"] != step:
+    def averaged_G(step: int) -> torch.nn.Module:
+        """G_ema with BatchNorm statistics of its own weights (computed once per step)."""
+        nonlocal ema_stats_step
+        if ema_stats_step != step:
             standing_stats(G_ema, tcfg.ema_bn_batches, B, z_dim, noise_kind, num_classes, device, tcfg.seed)
-            ema_stats_step["step"] = step
+            ema_stats_step = step
         return G_ema
 
     def save_samples(step: int) -> None:
@@ -492,7 +495,8 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
             for stats in train_step(reals):
                 meter.add(stats)
             if G_ema is not None:
-                ema_update(G_ema, G, ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup))
+                ema_update(G_ema, G, ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup),
+                           buffers=not tcfg.ema_bn_batches)  # else averaged_G computes them when used
             bar.update(1)
 
             # Log, sample, checkpoint. Ranks agree on stopping at log steps (one process: at once).
