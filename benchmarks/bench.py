@@ -36,7 +36,7 @@ from torch import nn
 
 from ganctl import config
 from ganctl.data import load_mnist
-from ganctl.train import (build_discriminator, build_generator, build_loss, build_step, ema_decay_at, ema_update,
+from ganctl.train import (build_discriminator, build_generator, build_loss, build_step, ema_after_step,
                           real_batches, resolve_device)
 
 MNIST_TRAIN = 60_000
@@ -99,8 +99,7 @@ def ganctl_step(cfg, device, data):
         step(reals)
         count[0] += 1
         if G_ema is not None:
-            ema_update(G_ema, step.G, ema_decay_at(count[0], tcfg.ema_decay, tcfg.ema_warmup),
-                       buffers=not tcfg.ema_bn_batches)  # as `ganctl train` steps
+            ema_after_step(G_ema, step.G, count[0], tcfg)
     return run, loss.n_critic
 
 

@@ -155,6 +155,12 @@ def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
     return min(decay, (1 + step) / (10 + step)) if warmup else decay
 
 
+def ema_after_step(G_ema: torch.nn.Module, G: torch.nn.Module, step: int, tcfg) -> None:
+    """The EMA update after training step `step`. G's BatchNorm statistics are copied only with
+    trainer.ema_bn_batches=0; otherwise standing_stats computes G_ema's own before each use."""
+    ema_update(G_ema, G, ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup), buffers=not tcfg.ema_bn_batches)
+
+
 class Meter:
     """Sums of scalar tensors kept on the device; `read()` syncs once for all of them."""
 
@@ -495,8 +501,7 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
             for stats in train_step(reals):
                 meter.add(stats)
             if G_ema is not None:
-                ema_update(G_ema, G, ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup),
-                           buffers=not tcfg.ema_bn_batches)  # else averaged_G computes them when used
+                ema_after_step(G_ema, G, step, tcfg)
             bar.update(1)
 
             # Log, sample, checkpoint. Ranks agree on stopping at log steps (one process: at once).
