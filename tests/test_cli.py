@@ -154,7 +154,8 @@ def test_help_lists_config_groups_and_cfg_job_prints_the_config(tmp_path):
         assert f"{group}:" in result.stdout
     for option in options("model") + options("loss"):
         assert option in result.stdout
-    assert "schema" not in result.stdout.split("== Config ==")[0]  # schemas are not choices
+    choices = result.stdout.split("== Config ==")[0]
+    assert "schema" not in choices and "model_loss" not in choices  # neither is chosen by hand
     result = run_ganctl("train", "--cfg", "job", "model=cdcgan", "loss=wgan_gp", cwd=tmp_path)
     assert result.returncode == 0 and "name: cdcgan" in result.stdout and "gp_weight: 10.0" in result.stdout
     assert not (tmp_path / "outputs").exists()

@@ -31,6 +31,21 @@ def test_loss_options(make_cfg, loss):
     assert fn.n_critic == (5 if loss.startswith("wgan") else 1)
 
 
+@pytest.mark.parametrize("pair", options("model_loss"))
+def test_pair_defaults_name_a_real_pair_and_change_its_model(make_cfg, pair):
+    # A misnamed file (cgan_wgangp.yaml) would silently never load.
+    model, loss = pair.split("_", 1)
+    assert model in options("model") and loss in options("loss")
+    assert make_cfg(f"model={model}", f"loss={loss}").model != make_cfg(f"model={model}").model
+
+
+def test_cgan_with_weight_clipping_weighs_its_classifier_twice_unless_told(make_cfg):
+    own = make_cfg("model=cgan").model.aux_weight
+    assert make_cfg("model=cgan", "loss=wgan").model.aux_weight == 2 * own
+    assert make_cfg("model=cgan", "loss=wgan_gp").model.aux_weight == own
+    assert make_cfg("model=cgan", "loss=wgan", "model.aux_weight=0.5").model.aux_weight == 0.5
+
+
 @pytest.mark.parametrize("dataset", options("dataset"))
 def test_dataset_options(make_cfg, dataset, image_folder, request):
     if dataset == "cifar10":

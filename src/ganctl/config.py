@@ -297,12 +297,16 @@ def range_errors(cfg) -> list[str]:
     return errors
 
 
+NOT_CHOICES = ("model_loss",)  # loaded by the choices of model and loss, never chosen by hand
+
+
 def config_groups() -> str:
-    """`group: option, ...` for every folder of the shipped conf/, for `ganctl train --help`
-    (Hydra's own listing would also show the schema/ groups, which are not choices)."""
+    """`group: option, ...` for every folder of the shipped conf/ that a user chooses from, for
+    `ganctl train --help` (Hydra's own listing would also show the schema/ groups)."""
     conf = importlib.resources.files("ganctl.conf")
     lines = []
-    for group in sorted((d for d in conf.iterdir() if d.is_dir()), key=lambda d: d.name):
+    for group in sorted((d for d in conf.iterdir() if d.is_dir() and d.name not in NOT_CHOICES),
+                        key=lambda d: d.name):
         names = sorted(f.name[:-len(".yaml")] for f in group.iterdir() if f.name.endswith(".yaml"))
         if names:
             lines.append(f"{group.name}: {', '.join(names)}")
