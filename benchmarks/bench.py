@@ -17,9 +17,16 @@ raw critic and the penalty computed the textbook way), noise drawn on the CPU an
 .to(device), loss.item() after each D and G update, default Adam without fused or compile. Its
 networks are ganctl's own (built from the same config), so only the loop differs.
 
+How close a step gets to the device's arithmetic limit: the matmul and convolution FLOPs of one
+ganctl step (counted by torch's FlopCounterMode on an eager copy: forward, backward and the
+penalty's double backward; elementwise work is not counted) over its time, against the peak of
+a large square matmul timed in the same run, in the dtype the step computes in (bf16 under
+trainer.precision=bf16, else fp32 as torch runs it by default).
+
 Writes a JSON file (--out) and prints a Markdown table; docs/benchmarks.md keeps the results.
 """
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -33,6 +40,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from ganctl import config
 from ganctl.data import load_mnist
@@ -101,6 +110,52 @@ def ganctl_step(cfg, device, data):
         if G_ema is not None:
             ema_after_step(G_ema, step.G, count[0], tcfg)
     return run, loss.n_critic
+
+
+class CountFlops(TorchDispatchMode):
+    """The FLOPs of every matmul and convolution run inside, by torch.utils.flop_counter's
+    formulas. FlopCounterMode itself cannot count a gradient penalty: its module tracking breaks
+    torch.autograd.grad (pytorch/pytorch#131753), and nothing here needs per-module counts."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def step_flops(cfg, device, data) -> int:
+    """Matmul and convolution FLOPs of one ganctl step as cfg builds it, counted eagerly (a
+    compiled step computes the same arithmetic): the D updates and the G update, each forward and
+    backward, after one step that is not counted (lazy initialisation)."""
+    cfg = copy.deepcopy(cfg)
+    cfg.trainer.compile = "none"
+    run, _ = ganctl_step(cfg, device, data)
+    run()
+    with CountFlops() as counter:
+        run()
+    return counter.total
+
+
+def matmul_peak(device, dtype, n: int, repeats: int) -> float:
+    """FLOP/s of an n x n by n x n matmul in `dtype` (best of `repeats`): what this device's
+    arithmetic reaches when nothing but arithmetic is asked of it."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
 
 
 class WithSigmoid(nn.Module):
@@ -172,40 +227,53 @@ def reference_step(cfg, device, root: str):
     return run, n_critic
 
 
-def measure(model, loss, batch, args, device, variant) -> dict:
+def measure(model, loss, batch, args, device, variant, peaks: dict) -> dict:
     cfg = compose_cfg(model, loss, batch, args.data, [f"trainer.device={device}", *variant])
     data = load_mnist(args.data, download=False, split="train", device=device)
     timer = Timer(device, args.warmup, args.steps)
     ours, n_critic = ganctl_step(cfg, device, data)
     theirs, _ = reference_step(cfg, device, args.data)
-    ref_s, ganctl_s = [], []
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    ref_s, ganctl_s, peak = [], [], {"ganctl": 0, "reference": 0}
+    cuda = device.type == "cuda"
+
+    def timed(name, fn) -> float:
+        """Seconds per step; the most device memory this loop's steps held, in peak."""
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = timer(fn)
+        if cuda:
+            peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
+        return seconds
     for _ in range(args.rounds):  # alternate, so drift of the machine hits both alike
-        ref_s.append(timer(theirs))
-        ganctl_s.append(timer(ours))
+        ref_s.append(timed("reference", theirs))
+        ganctl_s.append(timed("ganctl", ours))
     ref, ours_t = statistics.median(ref_s), statistics.median(ganctl_s)
     images = n_critic * batch
+    flops = step_flops(cfg, device, data)
+    dtype = "bfloat16" if cfg.trainer.precision == "bf16" else "float32"
     row = {"model": model, "loss": loss, "batch": batch, "variant": " ".join(variant),
            "ganctl_ms_per_step": 1e3 * ours_t, "reference_ms_per_step": 1e3 * ref,
            "ganctl_img_per_s": images / ours_t, "reference_img_per_s": images / ref,
            "ganctl_epoch_s": MNIST_TRAIN / (images / ours_t), "reference_epoch_s": MNIST_TRAIN / (images / ref),
-           "speedup": ref / ours_t, "rounds_ms": {"ganctl": [1e3 * t for t in ganctl_s],
+           "speedup": ref / ours_t, "flops_per_step": flops, "ganctl_tflops": flops / ours_t / 1e12,
+           "peak_fraction": flops / ours_t / peaks[dtype], "compute_dtype": dtype, "rounds_ms": {"ganctl": [1e3 * t for t in ganctl_s],
                                                    "reference": [1e3 * t for t in ref_s]}}
-    if device.type == "cuda":
-        row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if cuda:  # all that is allocated while the loop steps: both loops' weights, and MNIST on the device
+        row["peak_memory_mib"] = {name: b / 2**20 for name, b in peak.items()}
     return row
 
 
 def markdown(rows) -> str:
     head = ("| model | loss | batch | variant | ganctl ms/step | reference ms/step | ganctl img/s | "
-            "epoch s (ganctl / ref) | speedup |")
-    lines = [head, "|" + " --- |" * 9]
+            "epoch s (ganctl / ref) | speedup | ganctl TFLOP/s (of matmul peak) | peak MiB (ganctl / ref) |")
+    lines = [head, "|" + " --- |" * 11]
     for r in rows:
+        memory = r.get("peak_memory_mib")
+        memory = f"{memory['ganctl']:.0f} / {memory['reference']:.0f}" if memory else "-"
         lines.append(f"| {r['model']} | {r['loss']} | {r['batch']} | {r['variant'] or '-'} | "
                      f"{r['ganctl_ms_per_step']:.1f} | {r['reference_ms_per_step']:.1f} | "
                      f"{r['ganctl_img_per_s']:.0f} | {r['ganctl_epoch_s']:.1f} / {r['reference_epoch_s']:.1f} | "
-                     f"{r['speedup']:.2f}x |")
+                     f"{r['speedup']:.2f}x | {r['ganctl_tflops']:.3g} ({100 * r['peak_fraction']:.1f}%) | {memory} |")
     return "\n".join(lines)
 
 
@@ -221,6 +289,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variant", action="append", default=[],
                    help="ganctl overrides for an extra row, e.g. 'trainer.precision=bf16' (repeatable)")
+    p.add_argument("--matmul-size", type=int, default=None,
+                   help="side of the square matmul that sets the arithmetic peak (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<device>-<date>.json)")
     args = p.parse_args(argv)
     config.register()
@@ -233,19 +303,25 @@ def main(argv=None):
         torch.set_num_threads(os.cpu_count() or 1)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     variants = [[]] + [v.split() for v in args.variant]
+    n = args.matmul_size or (8192 if cuda else 2048)
+    dtypes = ["float32"] + (["bfloat16"] if "trainer.precision=bf16" in " ".join(args.variant) else [])
+    peaks = {name: matmul_peak(device, getattr(torch, name), n, repeats=20 if cuda else 3) for name in dtypes}
+    print(f"{name}: matmul peak {', '.join(f'{k} {v / 1e12:.3g} TFLOP/s' for k, v in peaks.items())} "
+          f"({n} x {n})", flush=True)
     rows = []
     for model in args.models.split(","):
         for loss in args.losses.split(","):
             for batch in batches:
                 for variant in variants:
-                    row = measure(model, loss, batch, args, device, variant)
+                    row = measure(model, loss, batch, args, device, variant, peaks)
                     rows.append(row)
                     print(f"{model:7s} {loss:8s} batch {batch:5d} {' '.join(variant) or '-':28s} "
                           f"ganctl {row['ganctl_ms_per_step']:8.1f} ms  reference {row['reference_ms_per_step']:8.1f} ms  "
-                          f"speedup {row['speedup']:.2f}x", flush=True)
+                          f"speedup {row['speedup']:.2f}x  {row['ganctl_tflops']:.3g} TFLOP/s", flush=True)
     result = {"device": name, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
               "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-              "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "rows": rows}
+              "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+              "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()}, "matmul_size": n, "rows": rows}
     out = Path(args.out or f"benchmarks/results/{'cuda' if cuda else 'cpu'}-{result['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -3,6 +3,8 @@ never asserted: the figures come from real runs, see docs/benchmarks.md)."""
 import importlib.util
 import json
 
+import torch
+
 from conftest import REPO
 
 
@@ -16,7 +18,7 @@ def load_bench():
 def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     load_bench().main(["--data", str(data_root), "--device", "cpu", "--models", "cdcgan", "--losses", "bce,wgan_gp",
-                       "--batches", "16", "--steps", "1", "--warmup", "1", "--rounds", "2",
+                       "--batches", "16", "--steps", "1", "--warmup", "1", "--rounds", "2", "--matmul-size", "64",
                        "--variant", "trainer.channels_last=true", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["device"].startswith("CPU") and result["torch"] and result["command"].startswith("python ")
@@ -28,4 +30,30 @@ def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path
         assert abs(r["ganctl_img_per_s"] * r["ganctl_ms_per_step"] / 1e3 - images) < 1e-6 * images
         assert abs(r["speedup"] - r["reference_ms_per_step"] / r["ganctl_ms_per_step"]) < 1e-9
         assert len(r["rounds_ms"]["ganctl"]) == len(r["rounds_ms"]["reference"]) == 2
+        flops_per_s = r["flops_per_step"] / (r["ganctl_ms_per_step"] / 1e3)
+        assert abs(r["ganctl_tflops"] * 1e12 - flops_per_s) < 1e-6 * flops_per_s
+        assert abs(r["peak_fraction"] - r["ganctl_tflops"] / result["matmul_peak_tflops"]["float32"]) < 1e-9
+    # Five critic updates, each with the penalty's extra forward and double backward, against one
+    # (the generator's share, one update in both, keeps the ratio under 5 for this G-heavy model).
+    assert rows[2]["flops_per_step"] > 3 * rows[0]["flops_per_step"]
+    assert rows[1]["flops_per_step"] == rows[0]["flops_per_step"]  # a layout computes the same
     assert "| cdcgan | wgan_gp | 16 |" in capsys.readouterr().out
+
+
+def test_flops_of_a_step_count_both_updates_forward_and_backward(make_cfg, data_root):
+    """One BCE step of an MLP GAN z(3) -> 8 -> 784 against 784 -> 4 -> 1 (no norm, no dropout),
+    batch B, counted by hand in multiply-adds x 2 (bias and activations are not counted):
+    D update: G forward; D on real and on fake, forward and the weight gradients, and the input
+    gradient of D's second layer only (neither real nor the detached fake needs one).
+    G update: D on fake forward and both of D's input gradients (its weights are frozen); G's
+    weight gradients and its second layer's input gradient (z needs none)."""
+    from ganctl.data import load_mnist
+    B, z, h, P, d = 16, 3, 8, 784, 4
+    cfg = make_cfg("model=gan", "loss=bce", "model.z_dim=3", "model.G.hidden=[8]", "model.G.norm=none",
+                   "model.D.hidden=[4]", "model.D.dropout=0", "trainer.ema_decay=0")
+    G = 2 * B * (z * h + h * P)      # G forward; its weight gradients cost the same
+    D = 2 * B * (P * d + d * 1)      # D forward on one batch; its weight gradients cost the same
+    d_update = G + 2 * D + 2 * D + 2 * (2 * B * d)
+    g_update = D + (2 * B * d + 2 * B * P * d) + G + 2 * B * h * P
+    data = load_mnist(str(data_root), download=False, split="train", device=torch.device("cpu"))
+    assert load_bench().step_flops(cfg, torch.device("cpu"), data) == d_update + g_update
