@@ -42,11 +42,13 @@ class TrainStep:
     """G, D: the modules whose weights the optimizers hold. G_train, D_train: what the D update
     calls (their DDP wrappers under torchrun, compiled with trainer.compile, else G and D).
     D_g: D in the G update, never DDP-wrapped: D's weights take no gradient there, and a DDP
-    wrapper would wait for them. channels_last: real batches go to D in NHWC."""
+    wrapper would wait for them. channels_last: real batches go to D in NHWC. cudagraphs: the
+    compiled callables replay CUDA graphs (trainer.compile=reduce-overhead), and each call of the
+    step is marked as one iteration of them."""
 
     def __init__(self, G, D, opt_G, opt_D, loss, *, z_dim: int, noise: str, batch_size: int,
                  autocast=None, G_train=None, D_train=None, D_g=None, channels_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 cudagraphs: bool = False, rank: int = 0, world_size: int = 1):
         self.G, self.D, self.opt_G, self.opt_D, self.loss = G, D, opt_G, opt_D, loss
         self.G_train = G if G_train is None else G_train  # (`or` would ask a compiled module its len)
         self.D_train = D if D_train is None else D_train
@@ -54,7 +56,7 @@ class TrainStep:
         self.z_dim, self.noise_kind, self.B = z_dim, noise, batch_size
         self.autocast = autocast or contextlib.nullcontext()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.rank, self.W = rank, world_size
+        self.rank, self.W, self.cudagraphs = rank, world_size, cudagraphs
 
     def noise(self, device) -> torch.Tensor:
         """This rank's slice of the global batch's noise: the same draws as one process at B*W."""
@@ -65,6 +67,12 @@ class TrainStep:
         """`batches`: n_critic (real, y) pairs, y None for unconditional models. Returns the
         scalars of each D update and of the G update, as detached device tensors."""
         loss, stats = self.loss, []
+        if self.cudagraphs:
+            # CUDA-graph trees otherwise guess where an iteration starts: at any compiled call made
+            # with no backward pending, such as D's first call after a no-grad G in the critic
+            # loop, and each guess copies out the outputs still alive (the fake batch). One mark
+            # per step makes the whole step one iteration, replayed as one path of graphs.
+            torch.compiler.cudagraph_mark_step_begin()
         # Discriminator: n_critic updates; the last one's fake also serves the G update.
         for i, (real, y) in enumerate(batches):
             real = real.contiguous(memory_format=self.memory_format)

@@ -291,7 +291,8 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
     step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
                      batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
-                     D_g=D_g, channels_last=tcfg.channels_last, rank=ranks.rank, world_size=W)
+                     D_g=D_g, channels_last=tcfg.channels_last, cudagraphs=tcfg.compile == "reduce-overhead",
+                     rank=ranks.rank, world_size=W)
     return step, G_ema
 
 
