@@ -73,6 +73,29 @@ def test_compiled_step_matches_the_plain_step(make_cfg, model, loss, device, mod
                                run_steps(make_cfg(*plain), device), rtol=1e-4, atol=1e-5)
 
 
+@CUDA
+@pytest.mark.parametrize("switches", [[], ["trainer.precision=bf16", "trainer.channels_last=true", "optimizer.fused=true"]])
+def test_the_training_step_never_waits_for_the_device(make_cfg, data_root, switches):
+    """No host sync in a step as `ganctl train` runs it (batches drawn from the device-resident
+    data, noise, the D and G updates, the EMA update): CUDA's sync debug mode turns any sync into
+    an error. The first steps, which allocate and pick kernels, are not watched; all five fall
+    in the first epoch of the 64 tiny images (a new epoch's permutation may wait, once an epoch)."""
+    from ganctl.data import load_mnist
+    from test_bench import load_bench
+    cfg = make_cfg("model=cdcgan", "loss=wgan_gp", "trainer.batch_size=2", *switches)
+    data = load_mnist(str(data_root), download=False, split="train", device=torch.device("cuda"))
+    run, _ = load_bench().ganctl_step(cfg, torch.device("cuda"), data)
+    run(), run()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
 def test_training_runs_with_every_switch_on(make_cfg, tmp_path):
     cfg = make_cfg("model=cdcgan", "trainer.channels_last=true", "optimizer.fused=true",
                    "trainer.precision=bf16", "trainer.max_steps=3")
