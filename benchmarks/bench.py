@@ -5,10 +5,12 @@ in the same run on the same device.
     python benchmarks/bench.py --models dcgan --batches 128,1024 --variant "trainer.precision=bf16"
 
 For each model (with BCE, and with WGAN-GP unless --losses says otherwise) and batch size it
-times `--steps` training steps after `--warmup` steps, synchronising the device around the timed
-span, in `--rounds` alternating rounds of reference and ganctl, and reports the median. A step is
-one G update and n_critic D updates; img/s counts the real images D consumed, so an MNIST epoch
-is 60,000 / (img/s) seconds for both loops and every loss.
+times `--steps` training steps (fewer where they would take over `--round-s` seconds) after
+`--warmup` steps, synchronising the device around the timed span, in `--rounds` rounds that each
+time the reference and then ganctl's step with each `--variant`, and reports the medians. A step
+is one G update and n_critic D updates; img/s counts the real images D consumed, so an MNIST
+epoch is 60,000 / (img/s) seconds for both loops and every loss. The JSON file is rewritten after
+each (model, loss, batch), so a run cut short keeps what it measured.
 
 The reference is the loop the tutorials write: torchvision's MNIST dataset with
 Compose([ToTensor(), Normalize((0.5,), (0.5,))]), a DataLoader(batch, shuffle=True,
@@ -18,10 +20,11 @@ raw critic and the penalty computed the textbook way), noise drawn on the CPU an
 networks are ganctl's own (built from the same config), so only the loop differs.
 
 How close a step gets to the device's arithmetic limit: the matmul and convolution FLOPs of one
-ganctl step (counted by torch's FlopCounterMode on an eager copy: forward, backward and the
-penalty's double backward; elementwise work is not counted) over its time, against the peak of
-a large square matmul timed in the same run, in the dtype the step computes in (bf16 under
-trainer.precision=bf16, else fp32 as torch runs it by default).
+ganctl step (by the formulas of torch's FlopCounterMode, counted on an eager copy: forward,
+backward and the penalty's double backward; elementwise work is not counted) over its time,
+against the peak of a large square matmul timed in the same run, in the dtype the step computes
+in (bf16 under trainer.precision=bf16, else fp32 as torch runs convolutions by default: through
+TF32 on CUDA).
 
 Writes a JSON file (--out) and prints a Markdown table; docs/benchmarks.md keeps the results.
 """
@@ -29,6 +32,7 @@ import argparse
 import copy
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -71,20 +75,29 @@ def networks(cfg, device, data_info, loss):
 
 
 class Timer:
-    """Times `steps` calls of fn after `warmup` calls; returns seconds per call."""
+    """Seconds per call of one loop's step, a round at a time: `warmup` calls before the first
+    round (one before each later round), then `steps` timed calls, or fewer where a step is slow:
+    as many as fill `budget` seconds (but at least 3), counted once in the first round and kept."""
 
-    def __init__(self, device, warmup: int, steps: int):
-        self.device, self.warmup, self.steps = device, warmup, steps
+    def __init__(self, device, warmup: int, steps: int, budget: float | None = None):
+        self.device, self.warmup, self.steps, self.budget = device, warmup, steps, budget
+        self.n = None
 
     def __call__(self, fn) -> float:
-        for _ in range(self.warmup):
+        for _ in range(self.warmup if self.n is None else 1):
             fn()
         sync(self.device)
+        if self.n is None:
+            t0 = time.perf_counter()
+            fn()
+            sync(self.device)
+            one = time.perf_counter() - t0
+            self.n = self.steps if not self.budget else min(self.steps, max(3, math.ceil(self.budget / one)))
         t0 = time.perf_counter()
-        for _ in range(self.steps):
+        for _ in range(self.n):
             fn()
         sync(self.device)
-        return (time.perf_counter() - t0) / self.steps
+        return (time.perf_counter() - t0) / self.n
 
 
 def ganctl_step(cfg, device, data):
@@ -143,19 +156,33 @@ def step_flops(cfg, device, data) -> int:
     return counter.total
 
 
-def matmul_peak(device, dtype, n: int, repeats: int) -> float:
-    """FLOP/s of an n x n by n x n matmul in `dtype` (best of `repeats`): what this device's
-    arithmetic reaches when nothing but arithmetic is asked of it."""
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
+def matmul_peak(device, dtype, n_max: int, repeats: int) -> tuple[float, int]:
+    """(FLOP/s, n) of an n x n by n x n matmul in `dtype`, best of `repeats`: what this device's
+    arithmetic reaches when nothing but arithmetic is asked of it. n doubles from 256 up to n_max
+    while the next size would take under half a second (bf16 on a CPU without BF16 units runs at
+    a thousandth of fp32). fp32 on CUDA as the step's convolutions run it: through TF32 while
+    cuDNN allows it (torch's default)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
+
+    def seconds(a, b) -> float:
         sync(device)
         t0 = time.perf_counter()
         a @ b
         sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+        return time.perf_counter() - t0
+    try:
+        n = min(256, n_max)
+        while True:
+            a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+            first = seconds(a, b)  # also the warm-up
+            if n >= n_max or 8 * first > 0.5:
+                break
+            n *= 2
+        best = min(seconds(a, b) for _ in range(repeats))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return 2 * n**3 / best, n
 
 
 class WithSigmoid(nn.Module):
@@ -227,40 +254,46 @@ def reference_step(cfg, device, root: str):
     return run, n_critic
 
 
-def measure(model, loss, batch, args, device, variant, peaks: dict) -> dict:
-    cfg = compose_cfg(model, loss, batch, args.data, [f"trainer.device={device}", *variant])
+def measure(model, loss, batch, args, device, variants, peaks: dict) -> list[dict]:
+    """A row for each variant of ganctl's step at (model, loss, batch), against the reference loop
+    timed once for all of them: each round times the reference, then each variant in turn, so
+    drift of the machine hits all alike."""
+    cfgs = [compose_cfg(model, loss, batch, args.data, [f"trainer.device={device}", *v]) for v in variants]
     data = load_mnist(args.data, download=False, split="train", device=device)
-    timer = Timer(device, args.warmup, args.steps)
-    ours, n_critic = ganctl_step(cfg, device, data)
-    theirs, _ = reference_step(cfg, device, args.data)
-    ref_s, ganctl_s, peak = [], [], {"ganctl": 0, "reference": 0}
+    loops = {"reference": reference_step(cfgs[0], device, args.data)[0]}
+    for i, cfg in enumerate(cfgs):
+        loops[i], n_critic = ganctl_step(cfg, device, data)
+    timers = {name: Timer(device, args.warmup, args.steps, args.round_s) for name in loops}
+    seconds, peak = {name: [] for name in loops}, dict.fromkeys(loops, 0)
     cuda = device.type == "cuda"
-
-    def timed(name, fn) -> float:
-        """Seconds per step; the most device memory this loop's steps held, in peak."""
+    for _ in range(args.rounds):
+        for name, fn in loops.items():
+            # As each loop runs it: ganctl train turns cudnn's autotuner on, the tutorials leave it off.
+            torch.backends.cudnn.benchmark = cuda and name != "reference"
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds[name].append(timers[name](fn))
+            if cuda:  # all that is allocated while this loop steps: every loop's weights, MNIST on the device
+                peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
+    ref, images = statistics.median(seconds["reference"]), n_critic * batch
+    rows = []
+    for i, (cfg, variant) in enumerate(zip(cfgs, variants)):
+        ours = statistics.median(seconds[i])
+        flops = step_flops(cfg, device, data)
+        dtype = "bfloat16" if cfg.trainer.precision == "bf16" else "float32"
+        row = {"model": model, "loss": loss, "batch": batch, "variant": " ".join(variant),
+               "ganctl_ms_per_step": 1e3 * ours, "reference_ms_per_step": 1e3 * ref,
+               "ganctl_img_per_s": images / ours, "reference_img_per_s": images / ref,
+               "ganctl_epoch_s": MNIST_TRAIN / (images / ours), "reference_epoch_s": MNIST_TRAIN / (images / ref),
+               "speedup": ref / ours, "flops_per_step": flops, "ganctl_tflops": flops / ours / 1e12,
+               "peak_fraction": flops / ours / peaks[dtype], "compute_dtype": dtype,
+               "steps_timed": {"ganctl": timers[i].n, "reference": timers["reference"].n},
+               "rounds_ms": {"ganctl": [1e3 * t for t in seconds[i]],
+                             "reference": [1e3 * t for t in seconds["reference"]]}}
         if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        seconds = timer(fn)
-        if cuda:
-            peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
-        return seconds
-    for _ in range(args.rounds):  # alternate, so drift of the machine hits both alike
-        ref_s.append(timed("reference", theirs))
-        ganctl_s.append(timed("ganctl", ours))
-    ref, ours_t = statistics.median(ref_s), statistics.median(ganctl_s)
-    images = n_critic * batch
-    flops = step_flops(cfg, device, data)
-    dtype = "bfloat16" if cfg.trainer.precision == "bf16" else "float32"
-    row = {"model": model, "loss": loss, "batch": batch, "variant": " ".join(variant),
-           "ganctl_ms_per_step": 1e3 * ours_t, "reference_ms_per_step": 1e3 * ref,
-           "ganctl_img_per_s": images / ours_t, "reference_img_per_s": images / ref,
-           "ganctl_epoch_s": MNIST_TRAIN / (images / ours_t), "reference_epoch_s": MNIST_TRAIN / (images / ref),
-           "speedup": ref / ours_t, "flops_per_step": flops, "ganctl_tflops": flops / ours_t / 1e12,
-           "peak_fraction": flops / ours_t / peaks[dtype], "compute_dtype": dtype, "rounds_ms": {"ganctl": [1e3 * t for t in ganctl_s],
-                                                   "reference": [1e3 * t for t in ref_s]}}
-    if cuda:  # all that is allocated while the loop steps: both loops' weights, and MNIST on the device
-        row["peak_memory_mib"] = {name: b / 2**20 for name, b in peak.items()}
-    return row
+            row["peak_memory_mib"] = {"ganctl": peak[i] / 2**20, "reference": peak["reference"] / 2**20}
+        rows.append(row)
+    return rows
 
 
 def markdown(rows) -> str:
@@ -287,10 +320,13 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed steps per round (default 20 CPU, 200 CUDA)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 CPU, 30 CUDA)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--round-s", type=float, default=None,
+                   help="time fewer than --steps steps where they would take longer than this many seconds "
+                        "(default 2 on CUDA, unbounded on the CPU)")
     p.add_argument("--variant", action="append", default=[],
                    help="ganctl overrides for an extra row, e.g. 'trainer.precision=bf16' (repeatable)")
     p.add_argument("--matmul-size", type=int, default=None,
-                   help="side of the square matmul that sets the arithmetic peak (default 2048 CPU, 8192 CUDA)")
+                   help="largest side of the square matmul that sets the arithmetic peak (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<device>-<date>.json)")
     args = p.parse_args(argv)
     config.register()
@@ -298,34 +334,36 @@ def main(argv=None):
     cuda = device.type == "cuda"
     args.steps = args.steps or (200 if cuda else 20)
     args.warmup = args.warmup or (30 if cuda else 3)
+    args.round_s = args.round_s or (2.0 if cuda else None)
     batches = [int(b) for b in (args.batches or ("128,1024" if cuda else "128")).split(",")]
     if not cuda:
         torch.set_num_threads(os.cpu_count() or 1)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     variants = [[]] + [v.split() for v in args.variant]
-    n = args.matmul_size or (8192 if cuda else 2048)
+    n_max = args.matmul_size or (8192 if cuda else 2048)
     dtypes = ["float32"] + (["bfloat16"] if "trainer.precision=bf16" in " ".join(args.variant) else [])
-    peaks = {name: matmul_peak(device, getattr(torch, name), n, repeats=20 if cuda else 3) for name in dtypes}
-    print(f"{name}: matmul peak {', '.join(f'{k} {v / 1e12:.3g} TFLOP/s' for k, v in peaks.items())} "
-          f"({n} x {n})", flush=True)
-    rows = []
-    for model in args.models.split(","):
-        for loss in args.losses.split(","):
-            for batch in batches:
-                for variant in variants:
-                    row = measure(model, loss, batch, args, device, variant, peaks)
-                    rows.append(row)
-                    print(f"{model:7s} {loss:8s} batch {batch:5d} {' '.join(variant) or '-':28s} "
-                          f"ganctl {row['ganctl_ms_per_step']:8.1f} ms  reference {row['reference_ms_per_step']:8.1f} ms  "
-                          f"speedup {row['speedup']:.2f}x  {row['ganctl_tflops']:.3g} TFLOP/s", flush=True)
+    measured = {dtype: matmul_peak(device, getattr(torch, dtype), n_max, repeats=20 if cuda else 3) for dtype in dtypes}
+    peaks = {dtype: flops for dtype, (flops, _) in measured.items()}
+    print(f"{name}: matmul peak " + ", ".join(f"{dtype} {flops / 1e12:.3g} TFLOP/s ({n} x {n})"
+                                              for dtype, (flops, n) in measured.items()), flush=True)
     result = {"device": name, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
               "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-              "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
-              "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()}, "matmul_size": n, "rows": rows}
+              "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "round_s": args.round_s,
+              "cuda_tf32": cuda and torch.backends.cudnn.allow_tf32,
+              "matmul_peak_tflops": {dtype: flops / 1e12 for dtype, (flops, _) in measured.items()},
+              "matmul_size": {dtype: n for dtype, (_, n) in measured.items()}, "rows": []}
     out = Path(args.out or f"benchmarks/results/{'cuda' if cuda else 'cpu'}-{result['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\n{name}, torch {torch.__version__}, {result['date']}\n\n{markdown(rows)}\n\nwrote {out}")
+    for model in args.models.split(","):
+        for batch in batches:  # batch 128 of every loss first: the issue's targets, should time run out
+            for loss in args.losses.split(","):
+                for row in measure(model, loss, batch, args, device, variants, peaks):
+                    result["rows"].append(row)
+                    print(f"{model:7s} {loss:8s} batch {batch:5d} {row['variant'] or '-':28s} "
+                          f"ganctl {row['ganctl_ms_per_step']:8.1f} ms  reference {row['reference_ms_per_step']:8.1f} ms  "
+                          f"speedup {row['speedup']:.2f}x  {row['ganctl_tflops']:.3g} TFLOP/s", flush=True)
+                out.write_text(json.dumps(result, indent=1) + "\n")  # after each group: a timeout keeps the rest
+    print(f"\n{name}, torch {torch.__version__}, {result['date']}\n\n{markdown(result['rows'])}\n\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -35,13 +35,13 @@ python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.versio
 
 if [[ " $STAGES " == *" check "* ]]; then
     say "the fast paths compute what the plain step computes, on CUDA too (CUDA graphs included)"
-    timeout 200 python3 -m pytest -q -rs tests/test_fast_paths.py
+    timeout 150 python3 -m pytest -q -rs tests/test_fast_paths.py
 fi
 
 if [[ " $STAGES " == *" bench "* ]]; then
     say "benchmark against the reference loop, in the same run"
     for model in dcgan cdcgan; do
-        timeout 150 python3 benchmarks/bench.py --models $model --losses bce,wgan_gp $BENCH \
+        timeout 180 python3 benchmarks/bench.py --models $model --losses bce,wgan_gp $BENCH \
             --variant "$FAST" --variant "$FASTEST" --out "$OUT/bench-$model.json"
     done
 fi

@@ -37,7 +37,18 @@ def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path
     # (the generator's share, one update in both, keeps the ratio under 5 for this G-heavy model).
     assert rows[2]["flops_per_step"] > 3 * rows[0]["flops_per_step"]
     assert rows[1]["flops_per_step"] == rows[0]["flops_per_step"]  # a layout computes the same
+    assert rows[1]["rounds_ms"]["reference"] == rows[0]["rounds_ms"]["reference"]  # one reference for both
     assert "| cdcgan | wgan_gp | 16 |" in capsys.readouterr().out
+
+
+def test_a_time_budget_times_fewer_steps_where_steps_are_slow(data_root, tmp_path):
+    bench, out = load_bench(), tmp_path / "bench.json"
+    common = ["--data", str(data_root), "--device", "cpu", "--models", "gan", "--losses", "bce", "--batches", "16",
+              "--steps", "5", "--warmup", "1", "--rounds", "1", "--matmul-size", "64", "--out", str(out)]
+    bench.main(common)
+    assert json.loads(out.read_text())["rows"][0]["steps_timed"] == {"ganctl": 5, "reference": 5}
+    bench.main([*common, "--round-s", "1e-9"])  # any step is slower than that: the fewest, 3
+    assert json.loads(out.read_text())["rows"][0]["steps_timed"] == {"ganctl": 3, "reference": 3}
 
 
 def test_flops_of_a_step_count_both_updates_forward_and_backward(make_cfg, data_root):
