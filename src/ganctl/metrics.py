@@ -11,11 +11,9 @@ import warnings
 
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 
-# torchmetrics warns that KID keeps all features in memory: known, and small here.
-warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+# torchmetrics is imported where FID and KID are computed: importing it takes seconds (it brings
+# scipy and torchvision's models), which a bad argument to `ganctl eval` should not wait for.
 
 
 class Precomputed(nn.Module):
@@ -35,6 +33,7 @@ class Precomputed(nn.Module):
 
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to the two feature sets."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
     m = FrechetInceptionDistance(feature=Precomputed(real.shape[1]), sync_on_compute=False).to(real.device)
     m.update(real, real=True)
     m.update(fake.to(real.device), real=False)
@@ -44,9 +43,12 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
     """Kernel (cubic polynomial) MMD^2, unbiased, mean and std over random subsets."""
+    from torchmetrics.image.kid import KernelInceptionDistance
     size = min(subset_size, len(real), len(fake))
-    m = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
-                                sync_on_compute=False)
+    with warnings.catch_warnings():  # that KID keeps all features in memory: known, and small here
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+        m = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
+                                    sync_on_compute=False)
     m.update(real.cpu(), real=True)
     m.update(fake.cpu(), real=False)
     with torch.random.fork_rng(devices=[]):
