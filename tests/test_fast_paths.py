@@ -3,7 +3,7 @@ fixed batches, within a tolerance (fp32 switches tight, bf16 loose). Speed itsel
 benchmarks/bench.py, never asserted here. Each check runs on the CPU and, where there is one, on
 a CUDA device too (CI has none: there the CUDA cases are skipped), where trainer.compile also
 means CUDA graphs (reduce-overhead)."""
-import copy
+import math
 
 import pytest
 import torch
@@ -71,6 +71,19 @@ def test_compiled_step_matches_the_plain_step(make_cfg, model, loss, device, mod
     plain = [f"model={model}", f"loss={loss}", *(["model.D.dropout=0"] if model == "gan" else [])]
     torch.testing.assert_close(run_steps(make_cfg(*plain, f"trainer.compile={mode}"), device),
                                run_steps(make_cfg(*plain), device), rtol=1e-4, atol=1e-5)
+
+
+def test_each_compiled_run_starts_from_an_empty_cache(make_cfg, monkeypatch):
+    """Runs that follow each other in one process (a Hydra sweep's jobs, the benchmark's rows)
+    compile the same forward code: piled onto one cache, their compilations pass torch._dynamo's
+    recompile_limit, past which the code would silently run eager. At a limit of 2, which one run
+    keeps to (D on detached batches, and on G's fake in G's update), the second configuration
+    (weight clipping: a LayerNorm critic) would be a third compilation of D without the reset."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    for loss in ("bce", "wgan"):
+        values = run_steps(make_cfg("model=gan", f"loss={loss}", "model.D.dropout=0", "trainer.compile=default"))
+        assert all(map(math.isfinite, values)), loss
 
 
 @CUDA

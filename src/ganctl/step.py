@@ -28,6 +28,11 @@ def compiled(G_train, D_train, D, mode: str = "none", per_sample_critic: bool = 
     callables share them."""
     D_g = D
     if mode != "none":
+        # A process that trains one configuration after another (a Hydra sweep's jobs, the
+        # benchmark's rows) would pile their compilations of the same forward code onto one
+        # cache, and past torch._dynamo's recompile_limit (8) that code silently runs eager. Each
+        # run starts from an empty cache, as in a fresh process (inductor's disk cache remains).
+        torch.compiler.reset()
         opts = {} if mode == "default" else {"mode": mode}
         G_train, D_g = torch.compile(G_train, **opts), torch.compile(D, **opts)
         if per_sample_critic:
