@@ -49,8 +49,8 @@ from torch.utils.flop_counter import flop_registry
 
 from ganctl import config
 from ganctl.data import load_mnist
-from ganctl.train import (build_discriminator, build_generator, build_loss, build_step, ema_after_step,
-                          real_batches, resolve_device)
+from ganctl.train import (build_discriminator, build_generator, build_loss, build_step, cudnn_autotuner,
+                          ema_after_step, real_batches, resolve_device)
 
 MNIST_TRAIN = 60_000
 
@@ -254,6 +254,11 @@ def reference_step(cfg, device, root: str):
     return run, n_critic
 
 
+def compute_dtype(cfg) -> str:
+    """The dtype a step's matmuls and convolutions run in, as a torch attribute name."""
+    return "bfloat16" if cfg.trainer.precision == "bf16" else "float32"
+
+
 def measure(model, loss, batch, args, device, variants, peaks: dict) -> list[dict]:
     """A row for each variant of ganctl's step at (model, loss, batch), against the reference loop
     timed once for all of them: each round times the reference, then each variant in turn, so
@@ -268,8 +273,8 @@ def measure(model, loss, batch, args, device, variants, peaks: dict) -> list[dic
     cuda = device.type == "cuda"
     for _ in range(args.rounds):
         for name, fn in loops.items():
-            # As each loop runs it: ganctl train turns cudnn's autotuner on, the tutorials leave it off.
-            torch.backends.cudnn.benchmark = cuda and name != "reference"
+            # As each loop runs it: ganctl train as its config says, the tutorials leave it off.
+            torch.backends.cudnn.benchmark = name != "reference" and cudnn_autotuner(device, cfgs[name].trainer)
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             seconds[name].append(timers[name](fn))
@@ -280,7 +285,7 @@ def measure(model, loss, batch, args, device, variants, peaks: dict) -> list[dic
     for i, (cfg, variant) in enumerate(zip(cfgs, variants)):
         ours = statistics.median(seconds[i])
         flops = step_flops(cfg, device, data)
-        dtype = "bfloat16" if cfg.trainer.precision == "bf16" else "float32"
+        dtype = compute_dtype(cfg)
         row = {"model": model, "loss": loss, "batch": batch, "variant": " ".join(variant),
                "ganctl_ms_per_step": 1e3 * ours, "reference_ms_per_step": 1e3 * ref,
                "ganctl_img_per_s": images / ours, "reference_img_per_s": images / ref,
@@ -341,7 +346,9 @@ def main(argv=None):
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     variants = [[]] + [v.split() for v in args.variant]
     n_max = args.matmul_size or (8192 if cuda else 2048)
-    dtypes = ["float32"] + (["bfloat16"] if "trainer.precision=bf16" in " ".join(args.variant) else [])
+    models, losses = args.models.split(","), args.losses.split(",")
+    dtypes = sorted({compute_dtype(compose_cfg(models[0], losses[0], batches[0], args.data, v)) for v in variants},
+                    reverse=True)  # float32 first
     measured = {dtype: matmul_peak(device, getattr(torch, dtype), n_max, repeats=20 if cuda else 3) for dtype in dtypes}
     peaks = {dtype: flops for dtype, (flops, _) in measured.items()}
     print(f"{name}: matmul peak " + ", ".join(f"{dtype} {flops / 1e12:.3g} TFLOP/s ({n} x {n})"
@@ -354,9 +361,9 @@ def main(argv=None):
               "matmul_size": {dtype: n for dtype, (_, n) in measured.items()}, "rows": []}
     out = Path(args.out or f"benchmarks/results/{'cuda' if cuda else 'cpu'}-{result['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    for model in args.models.split(","):
+    for model in models:
         for batch in batches:  # batch 128 of every loss first: the issue's targets, should time run out
-            for loss in args.losses.split(","):
+            for loss in losses:
                 for row in measure(model, loss, batch, args, device, variants, peaks):
                     result["rows"].append(row)
                     print(f"{model:7s} {loss:8s} batch {batch:5d} {row['variant'] or '-':28s} "

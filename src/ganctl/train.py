@@ -52,6 +52,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def cudnn_autotuner(device: torch.device, tcfg) -> bool:
+    """Whether a run lets cuDNN time its algorithms (cudnn.benchmark): on CUDA, unless
+    trainer.deterministic asks for repeatable runs."""
+    return device.type == "cuda" and not tcfg.deterministic
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -334,7 +340,7 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
         # algorithms by timing. Ops without a deterministic CUDA kernel then raise, by design.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = device.type == "cuda" and not tcfg.deterministic
+    torch.backends.cudnn.benchmark = cudnn_autotuner(device, tcfg)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
 
     # Load training set.
