@@ -1,7 +1,9 @@
 """A non-editable install ships conf/ inside the package: `ganctl train --cfg job` works anywhere."""
 import shutil
+import site
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -16,8 +18,14 @@ def test_wheel_install_into_a_fresh_venv_finds_its_config(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "--no-index", "-w", str(wheels), str(source)], check=True, capture_output=True, timeout=300)
     shutil.rmtree(source)  # nothing may be read from the source tree any more
+    # The new venv sees this interpreter's packages (torch & co.) through a .pth file: what
+    # --system-site-packages gives only where this interpreter is not itself in a venv (from
+    # inside one it would give the base interpreter's packages, without hydra).
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "host-packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     (wheel,) = wheels.glob("ganctl-*.whl")
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
                     str(wheel)], check=True, capture_output=True, timeout=300)
