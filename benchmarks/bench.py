@@ -48,6 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from ganctl import config
+from ganctl.build import build
 from ganctl.data import load_mnist
 from ganctl.train import (build_discriminator, build_generator, build_loss, build_step, cudnn_autotuner,
                           ema_after_step, real_batches, resolve_device)
@@ -201,14 +202,13 @@ def reference_step(cfg, device, root: str):
     import torchvision
     from torch.utils.data import DataLoader
     from torchvision import transforms
-    from hydra.utils import instantiate
 
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     dataset = torchvision.datasets.MNIST(root, train=True, download=False, transform=transform)
     if len(dataset) < cfg.trainer.batch_size:
         raise SystemExit(f"bench: {len(dataset)} training images, fewer than a batch of {cfg.trainer.batch_size}")
     loader = DataLoader(dataset, batch_size=cfg.trainer.batch_size, shuffle=True, drop_last=True)
-    loss = instantiate(cfg.loss)
+    loss = build(cfg.loss, "loss")
     conditional, z_dim = cfg.model.conditional, cfg.model.z_dim
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if conditional else 0}
     G, D = networks(cfg, device, info, loss)

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny datasets written in the real on-disk formats, and the real config
 composed with Hydra's compose API, then shrunk (CPU, tiny nets, two steps)."""
+import logging
 import os
 import pickle
 import struct
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+import yaml
 from PIL import Image
 
 from ganctl import config
+from ganctl.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 GROUPS = ("model", "loss", "dataset", "optimizer", "trainer")
@@ -165,3 +168,53 @@ def _private_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _torch_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture()
+def tiny_run(make_cfg, tmp_path, data_root) -> Path:
+    """A finished tiny dcgan run (two steps) with the .hydra/overrides.yaml a CLI run has."""
+    run_dir = tmp_path / "run"
+    train(make_cfg(), run_dir)
+    (run_dir / ".hydra").mkdir()
+    overrides = [*SHRINK, *TINY_MODEL["dcgan"], f"dataset.root={data_root}", "dataset.download=false"]
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    return run_dir
+
+
+@pytest.fixture()
+def ganctl(capsys, monkeypatch):
+    """ganctl(*args, cwd=dir) -> (exit code, stdout, stderr): the console script's main() in this
+    process, for CLI checks where no process boundary is the point."""
+    from ganctl.cli import main
+
+    def run(*args: str, cwd: Path, env: dict | None = None):
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["ganctl"])
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:  # Hydra configured logging for the job: its handlers write to files and captured streams
+            for h in root.handlers[:]:
+                if h not in handlers:
+                    root.removeHandler(h)
+                    h.close()
+            root.setLevel(level)
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def one_line_error(code: int, err: str, *fragments: str) -> str:
+    """Assert a refusal: a non-zero exit and one line on stderr holding every fragment; the line."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("ganctl: error:"), (code, err)
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

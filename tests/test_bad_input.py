@@ -1,5 +1,6 @@
 """Every bad input: one line on stderr, a non-zero exit, no traceback, nothing written or lost."""
 import errno
+import os
 import re
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import run_ganctl
+from conftest import one_line_error, run_ganctl
 from ganctl import checkpoint
 from ganctl.checkpoint import load_checkpoint, save_checkpoint
 from ganctl.data import load_folder
@@ -53,7 +54,7 @@ def test_codes_need_an_unconditional_model(make_cfg, tmp_path):
         train(make_cfg("model=cdcgan", "model.G.codes=10"), tmp_path)
 
 
-def test_empty_folder_and_unreadable_images(tmp_path):
+def test_empty_folder_and_unreadable_images(tmp_path, caplog):
     (tmp_path / "empty" / "cats").mkdir(parents=True)
     with pytest.raises(UserError, match="no images"):
         load_folder(str(tmp_path / "empty"))
@@ -63,7 +64,15 @@ def test_empty_folder_and_unreadable_images(tmp_path):
     for i in range(3):
         Image.new("RGB", (8, 8)).save(images / f"{i}.png")
     (images / "broken.png").write_bytes(b"not a png at all")
-    with pytest.raises(UserError, match=r"1 of 4 image files .* cannot be read \(first: .*broken.png\)"):
+    good = (images / "0.png").read_bytes()
+    (images / "truncated.png").write_bytes(good[:len(good) // 2])  # parses, but cannot be decoded
+    os.mkfifo(images / "fifo.png")  # a special file: reading it would wait forever
+    with caplog.at_level("WARNING"):
+        assert len(load_folder(str(tmp_path / "bad"))) == 3
+    assert "skipping 2 of 5 image files" in caplog.text and "broken.png" in caplog.text
+    for i in range(3):
+        (images / f"{i}.png").unlink()
+    with pytest.raises(UserError, match=r"none of the 2 image files under .* can be decoded"):
         load_folder(str(tmp_path / "bad"))
 
 
@@ -76,7 +85,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    with pytest.raises(UserError, match=r"could not write checkpoint .*last.pt \(No space left on device\); "
+    with pytest.raises(UserError, match=r"could not write checkpoint .*last.pt \(No space left on device; .* free there\); "
                                         r"the previous checkpoint there is intact"):
         save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
@@ -133,3 +142,69 @@ def test_out_of_memory_names_the_batch_size_and_a_way_out(make_cfg, tmp_path, mo
     monkeypatch.setattr(losses.BCE, "g_loss", oom)
     with pytest.raises(UserError, match=r"out of memory on cpu at trainer.batch_size=16; try trainer.batch_size=8"):
         train(make_cfg(), tmp_path)
+
+
+def write_bad_mnist(root, case: str):
+    import numpy as np
+    from conftest import write_idx, write_mnist
+    raw = write_mnist(root) / "MNIST" / "raw"
+    images = raw / "train-images-idx3-ubyte"
+    if case == "labels do not match the images":
+        write_idx(raw / "train-labels-idx1-ubyte", np.zeros(10, np.uint8))
+    elif case == "a label outside the classes":
+        write_idx(raw / "train-labels-idx1-ubyte", np.full(64, 12, np.uint8))
+    elif case == "zero-byte IDX file":
+        images.write_bytes(b"")
+    elif case == "bad magic":
+        images.write_bytes(b"\x01\x02\x03\x04" + images.read_bytes()[4:])
+
+
+@pytest.mark.parametrize("case,says", [
+    ("labels do not match the images", "has 64 images but 10 labels"),
+    ("a label outside the classes", "64 labels outside its classes 0..9 (first: 12)"),
+    ("zero-byte IDX file", "MNIST files in"),
+    ("bad magic", "are not valid"),
+])
+def test_broken_dataset_files_are_one_line(tmp_path, ganctl, case, says):
+    write_bad_mnist(tmp_path / "data", case)
+    code, _, err = ganctl("train", "trainer.max_steps=1", "dataset.download=false", f"dataset.root={tmp_path / 'data'}",
+                          "trainer.progress=false", cwd=tmp_path)
+    one_line_error(code, err, says)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["trainer.device=foo"], ["trainer.device=foo", "auto, cpu, cuda"]),
+    ([f"trainer.seed={2**70}"], ["trainer.seed=", "in [0, 2**32)"]),
+    (["model.G.ngf=0"], ["model.G.ngf=0", ">= 1"]),
+    (["model=gan", "model.G.hidden=[16,0]"], ["model.G.hidden=[16, 0]", "widths >= 1"]),
+    (["dataset=folder", "dataset.root=x", "dataset.channels=2"], ["dataset.channels=2", "1 (grey) or 3 (RGB)"]),
+])
+def test_more_bad_values_are_refused_before_anything_is_written(tmp_path, ganctl, args, says):
+    one_line_error(*ganctl("train", *args, cwd=tmp_path)[::2], *says)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,says", [
+    (["out=adir.png"], ["out=adir.png", "Is a directory"]),
+    (["out=afile"], ["out=afile", "File exists"]),
+    (["n=20000"], ["n=20000 is too many for one PNG grid"]),
+    (["device=foo"], ["device=foo"]),
+    (["seed=-1"], ["seed=-1", "in [0, 2**32)"]),
+])
+def test_sample_mistakes_are_one_line(tiny_run, tmp_path, ganctl, args, says):
+    (tmp_path / "adir.png").mkdir()
+    (tmp_path / "afile").write_text("a file where a folder of PNGs would go")
+    one_line_error(*ganctl("sample", f"ckpt={tiny_run}", *args, cwd=tmp_path)[::2], *says)
+
+
+def test_sample_an_empty_label_list_is_one_line(make_cfg, tmp_path, ganctl):
+    train(make_cfg("model=cdcgan", "model.G.ngf=8", "model.D.ndf=8"), tmp_path / "run")
+    one_line_error(*ganctl("sample", f"ckpt={tmp_path / 'run'}", "label=[]", cwd=tmp_path)[::2],
+                   "label=[] names no class")
+
+
+def test_eval_that_cannot_write_its_json_prints_the_table_first(tiny_run, tmp_path, ganctl):
+    (tiny_run / "eval.json").mkdir()  # stands for a read-only run directory (root writes anywhere)
+    code, out, err = ganctl("eval", f"ckpt={tiny_run}", "n=16", cwd=tmp_path)
+    one_line_error(code, err, "the table above was computed but", "eval.json")
+    assert "fid_floor" in out  # the result was shown before the write failed

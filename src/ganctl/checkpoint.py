@@ -5,14 +5,30 @@ with weights_only=True, so a file can never run code and a crash never leaves a 
      "rng": {"torch", "cuda"}, "data": {"img_channels", "img_size", "num_classes"}, "cfg": dict}
 """
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
-from ganctl.errors import UserError
+from ganctl.errors import UserError, free_space, one_line
+from ganctl.rundir import newest_run
 
 REQUIRED_KEYS = ("G", "D", "opt_G", "opt_D", "step", "epoch", "batch", "rng", "data", "cfg")
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it while reading it)."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() gives every other output; mkstemp would give 0600
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -22,20 +38,50 @@ def save_checkpoint(state: dict, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:  # disk full, folder not writable: the previous file was never touched
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
         if tmp:
             Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); "
+        why = e.strerror if isinstance(e, OSError) and e.strerror else f"the write failed: {one_line(e)}"
+        raise UserError(f"could not write checkpoint {path} ({why}; {free_space(path.parent)} free there); "
                         f"the previous checkpoint there is intact") from None
     except BaseException:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_copy(src: Path, dst: Path) -> None:
+    """`dst` holding what `src` holds: a hard link where the file system has them (no space and no
+    time; save_checkpoint replaces `src` by a rename, never in place, so `dst` keeps its bytes),
+    else a copy; either appears at once, by a rename."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"could not write checkpoint {dst} ({e.strerror or e}; {free_space(dst.parent)} free "
+                        f"there); {src} is intact") from None
+
+
+def all_finite(*modules) -> bool:
+    """Whether every floating weight and buffer of `modules` is finite: one reduction on the
+    device and one sync (the norm of a vector with a NaN or inf is not finite)."""
+    tensors = [t.detach() for m in modules if m is not None
+               for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
+    if not tensors:
+        return True
+    return bool(torch.stack([n.float() for n in torch._foreach_norm(tensors)]).sum().isfinite())
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -51,22 +97,6 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if missing:
         raise UserError(f"{path} is not a ganctl checkpoint (missing {', '.join(missing)})")
     return state
-
-
-def holds_run(run_dir: Path) -> bool:
-    """A directory that already has checkpoints belongs to a run: only resume may write there."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    return ckpt_dir.is_dir() and any(ckpt_dir.iterdir())
-
-
-def newest_run(outputs: Path) -> Path:
-    """The run directory under `outputs` whose checkpoints/last.pt was written last."""
-    outputs = Path(outputs)
-    lasts = list(outputs.glob("**/checkpoints/last.pt")) if outputs.is_dir() else []
-    if not lasts:
-        raise UserError(f"no runs with checkpoints/last.pt under {outputs.resolve()}; "
-                        "train one with `ganctl train` or pass ckpt=<run dir or .pt file>")
-    return max(lasts, key=lambda p: p.stat().st_mtime).parent.parent
 
 
 def resolve_checkpoint(ckpt: str | None, outputs: str = "outputs") -> Path:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import nn
 
+from ganctl.build import build
 from ganctl.checkpoint import save_checkpoint
 from ganctl.data import to_float
 from ganctl.errors import UserError
@@ -102,12 +102,12 @@ def reference_data(dataset_cfg) -> Reference:
     target = dataset_cfg._target_.rsplit(".", 1)[-1]
     name = target.removeprefix("load_")
     if "split" in dataset_cfg:
-        train = instantiate(dataset_cfg, split="train", device="cpu")
-        test = instantiate(dataset_cfg, split="test", device="cpu")
+        train = build(dataset_cfg, "dataset", split="train", device="cpu")
+        test = build(dataset_cfg, "dataset", split="test", device="cpu")
         train_x, train_y, test_x, test_y = train.images, train.labels, test.images, test.labels
         k = train.num_classes
     else:
-        data = instantiate(dataset_cfg, device="cpu")
+        data = build(dataset_cfg, "dataset", device="cpu")
         x, y = data.arrays()
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
         n_test = max(1, len(x) // 10)

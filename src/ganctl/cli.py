@@ -5,19 +5,11 @@ overrides, -m, --cfg, --help, hydra.run.dir=... and shell completion all keep wo
     ganctl train -m optimizer.lr_g=1e-4,2e-4 loss=bce,lsgan
     ganctl sample label=5 n=64 out=fives.png
 """
-import logging
 import os
+import re
+import shlex
 import sys
-import time
 from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-
-import ganctl
-from ganctl import config
-from ganctl.errors import UserError
 
 USAGE = """usage: ganctl <command> [overrides] [hydra options]
 
@@ -34,71 +26,11 @@ examples:
   ganctl eval ckpt=outputs/<day>/<run> n=10000
 """
 
-log = logging.getLogger("ganctl")
-config.register()
 
 
 def _fail(message: str, code: int = 2):
     print(f"ganctl: error: {message}", file=sys.stderr)
     raise SystemExit(code)
-
-
-def _report_user_errors(fn, *args):
-    """Run fn; a UserError, also one that hydra.utils.instantiate wrapped, becomes one line."""
-    try:
-        return fn(*args)
-    except Exception as e:
-        cause = e
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__
-        if cause is None:
-            raise
-        _fail(str(cause), getattr(cause, "exit_code", 2))
-
-
-# The process's first training job counts its start-up from the first import of ganctl; a later
-# job of a sweep that runs in the same process, from when Hydra hands it over.
-_process_start = [ganctl.STARTED]
-
-
-@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
-def train_app(cfg: DictConfig) -> None:
-    started = _process_start.pop() if _process_start else time.perf_counter()
-    from ganctl import distributed
-    from ganctl.train import train
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if not distributed.init().is_main:
-        log.setLevel(logging.WARNING)  # rank 0 tells the story
-    log.info("run directory: %s", run_dir)
-    ended_well = False
-    try:
-        result = _report_user_errors(train, cfg, run_dir, started)
-        ended_well = True
-    finally:
-        distributed.shutdown(together=ended_well)
-    # The final FID (classifier features) is what a Hydra sweeper minimises; None with eval off.
-    return result.get("Eval/fid") if result else None
-
-
-@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="sample")
-def sample_app(cfg: DictConfig) -> None:
-    from ganctl.sample import sample
-    _report_user_errors(sample, cfg)
-
-
-@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="eval")
-def eval_app(cfg: DictConfig) -> None:
-    from ganctl.evaluate import run_eval
-    _report_user_errors(run_eval, cfg)
-
-
-@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="fit_classifier")
-def fit_classifier_app(cfg: DictConfig) -> None:
-    from ganctl.evaluate import run_fit_classifier
-    _report_user_errors(run_fit_classifier, cfg)
-
-
-COMMANDS = {"train": train_app, "sample": sample_app, "eval": eval_app, "fit-classifier": fit_classifier_app}
 
 
 def _hydra_argv(args: list[str]) -> list[str]:
@@ -107,16 +39,35 @@ def _hydra_argv(args: list[str]) -> list[str]:
     return flags + [a for a in args if a not in ("-m", "--multirun")]
 
 
-def _refuse_existing_run_dir(args: list[str]) -> None:
-    """Hydra writes .hydra/ into hydra.run.dir before the job starts: refuse a directory that
-    already holds a run before Hydra can overwrite its saved config."""
+def hydra_quote(value: str) -> str:
+    """`value` as one quoted string of Hydra's override grammar: any path, also one holding
+    parentheses, commas, '=', quotes, non-ASCII letters or '${'."""
+    value = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return "'" + value.replace("${", "\\${") + "'"
+
+
+# Keys whose values are paths: quoted for Hydra where they hold characters its grammar reads as
+# syntax, so `ckpt=runs/a(1)` works as typed. Not in a sweep, where a comma separates values.
+PATH_KEYS = ("ckpt", "out", "outputs", "resume", "hydra.run.dir", "dataset.root", "eval.inception_weights")
+PLAIN_PATH = re.compile(r"[\w./~:+@-]*", re.ASCII)
+
+
+def _plain_run_dir_keys(args: list[str]) -> list[str]:
+    """`+hydra.run.dir=` and `++hydra.run.dir=` (and the sweep's) name the key that always exists:
+    the same as `hydra.run.dir=`, so that every check sees the directory however it is named."""
+    return [a.lstrip("+") if re.match(r"\+{1,2}hydra\.(run|sweep)\.", a) else a for a in args]
+
+
+def _quote_paths(args: list[str]) -> list[str]:
+    if "-m" in args or "--multirun" in args:
+        return args
+    out = []
     for a in args:
-        if a.startswith("hydra.run.dir="):
-            from ganctl.checkpoint import holds_run  # imports torch: only when a directory is named
-            run_dir = Path(a.split("=", 1)[1])
-            if holds_run(run_dir):
-                _fail(f"{run_dir} already holds a run's checkpoints; choose a new hydra.run.dir "
-                      f"(or continue it with resume={run_dir})")
+        key, eq, value = a.partition("=")
+        if eq and key.lstrip("+") in PATH_KEYS and not PLAIN_PATH.fullmatch(value) and value[:1] not in "'\"":
+            a = f"{key}={hydra_quote(value)}"
+        out.append(a)
+    return out
 
 
 def _one_line(e: BaseException) -> str:
@@ -137,50 +88,98 @@ def _one_line(e: BaseException) -> str:
     return ": ".join(parts)
 
 
+def _sweep_jobs(args: list[str]) -> list[list[str]]:
+    """The overrides of every job of a basic sweep (`-m a=1,2 b=x,y`: four jobs), as Hydra's basic
+    sweeper will expand them; [] where another sweeper (search=..., hydra/sweeper=...) decides."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    overrides = [a for a in args if not a.startswith("-")]
+    if any(a.split("=")[0].lstrip("+") in ("search", "hydra/sweeper") for a in overrides):
+        return []
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
 def _check_train_config(args: list[str]) -> None:
     """Compose the config as Hydra will and check its ranges, before Hydra creates a run directory,
-    so a bad value costs one line and leaves nothing behind. Multirun jobs are checked one by one."""
-    if any(a.startswith("-") for a in args):  # --help, --cfg, -m ...: Hydra's own business
-        return
+    so a bad value costs one line and leaves nothing behind. A sweep's jobs are composed one by one
+    (a typo in any refuses the sweep); their ranges are checked by each job, so that one bad value
+    fails its job only and the sweep goes on."""
+    multirun = "-m" in args or "--multirun" in args
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return  # --help, --cfg ...: Hydra's own business
     from hydra import compose, initialize_config_module
-    overrides = [a for a in args if not a.startswith("hydra.")]
+
+    from ganctl import config
+    config.register()
     try:
+        jobs = _sweep_jobs(args) if multirun else [args]
         with initialize_config_module("ganctl.conf", version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
+            for job in jobs:
+                cfg = compose("train", overrides=[a for a in job if not a.lstrip("+").startswith("hydra")])
+                errors = [] if multirun else config.range_errors(cfg)
+                if errors:
+                    _fail("; ".join(errors))
+    except SystemExit:
+        raise
     except Exception as e:
         _fail(_one_line(e))
-    errors = config.range_errors(cfg)
-    if errors:
-        _fail("; ".join(errors))
+
+
+def _saved_overrides(run_dir: Path) -> list[str]:
+    """The overrides a run was started with (its .hydra/overrides.yaml), to replay on resume. The
+    file may come from anyone: an override that names a `_`-key (`_target_`, `_args_`, ...), in
+    its key or inside its value, could make Hydra run code, and is refused."""
+    from ganctl.build import _private_keys
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        return []
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+        items = OmegaConf.to_container(OmegaConf.load(saved))
+        if not isinstance(items, list) or not all(isinstance(o, str) for o in items):
+            raise ValueError("not a list of key=value strings")
+        parsed = OverridesParser.create().parse_overrides(items)
+    except Exception as e:
+        _fail(f"{saved} is not a run's list of overrides ({_one_line(e)}); nothing was resumed")
+    kept = []
+    for text, o in zip(items, parsed):
+        names = re.split(r"[./@]", f"{o.key_or_group}@{o.package or ''}")
+        value = None if o.is_sweep_override() else o.value()
+        if o.is_sweep_override() or any(n.startswith("_") for n in names) or _private_keys(value, ""):
+            _fail(f"{saved}: refusing to replay {text!r}: a run's saved overrides may not name keys "
+                  f"starting with '_' or sweep (they could make Hydra run code); nothing was resumed")
+        if names[0] not in ("hydra", "resume") and "hydra" not in names:
+            kept.append(text)
+    return kept
 
 
 def _resume_args(args: list[str]) -> list[str]:
     """`resume=<run dir>` or `resume=true` (newest run): rerun Hydra in that directory with the
     run's own overrides first, so the user repeats none of them; new ones (trainer.max_steps=...)
-    come after and win. output_subdir=null keeps the run's original .hydra/ files untouched."""
-    from ganctl.checkpoint import newest_run  # imports torch: only when resuming
-
+    come after and win."""
     values = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
     if not values or values[-1].lower() in ("null", "none", "false"):
         return args
+    from ganctl.rundir import newest_run
     if "-m" in args or "--multirun" in args:
         _fail("resume= continues one run and cannot be combined with -m")
-    if any(a.startswith("hydra.run.dir=") for a in args):
+    if any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
         _fail("resume= already names the run directory; drop hydra.run.dir=")
-    run_dir = newest_run(Path("outputs")) if values[-1].lower() == "true" else Path(values[-1])
+    value = values[-1].strip("'\"") if values[-1][:1] in "'\"" and values[-1][-1:] == values[-1][:1] else values[-1]
+    run_dir = newest_run(Path("outputs")) if value.lower() == "true" else Path(value).expanduser()
     if not (run_dir / "checkpoints" / "last.pt").is_file():
-        _fail(f"resume={values[-1]}: no checkpoints/last.pt in {run_dir.resolve()}")
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    original = [o for o in (OmegaConf.load(saved) if saved.is_file() else [])
-                if not o.startswith(("hydra.", "resume="))]
-    run_dir = run_dir.resolve()
+        _fail(f"resume={value}: no checkpoints/last.pt in {run_dir.resolve()}")
+    original = _saved_overrides(run_dir)
+    run_dir = hydra_quote(str(run_dir.resolve()))
     rest = [a for a in args if not a.startswith("resume=")]
-    return [*original, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+    return [*original, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
 def _torchrun_args(args: list[str]) -> list[str]:
     """Under torchrun every rank runs this command: a sweep would run on every rank, so -m is
-    refused; ranks other than 0 write no .hydra/ files and no log file into the shared run dir."""
+    refused; ranks other than 0 write no log file into the shared run dir."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return args
     if "-m" in args or "--multirun" in args:
@@ -188,12 +187,21 @@ def _torchrun_args(args: list[str]) -> list[str]:
               "rank would run all of its jobs; sweep with ganctl train -m and a launcher instead")
     if int(os.environ.get("RANK", "0")) == 0:
         return args
-    return [*args, "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    return [*args, "hydra/job_logging=stdout"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The console script. Ctrl-C before training starts (imports, config, data) is one line too."""
+    try:
+        _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        print("ganctl: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(args: list[str]) -> None:
     if "-sc" in args or "--shell-completion" in args:
+        from ganctl.apps import COMMANDS
         # Completion: the typed line is in COMP_LINE, e.g. "ganctl train model=".
         # Hydra would read the subcommand as an override, so it is routed and then removed.
         words = os.environ.get("COMP_LINE", "").split()
@@ -209,19 +217,32 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return
-    command, rest = args[0], args[1:]
-    if command not in COMMANDS:
-        _fail(f"unknown command {command!r}; choose from {', '.join(COMMANDS)} (ganctl --help)")
+    command, rest = args[0], _plain_run_dir_keys(args[1:])
+    if command not in COMMAND_NAMES:
+        _fail(f"unknown command {command!r}; choose from {', '.join(COMMAND_NAMES)} (ganctl --help)")
     if command == "train":
-        _refuse_existing_run_dir(rest)
         try:
             rest = _resume_args(rest)
-        except UserError as e:
+        except Exception as e:  # no runs to resume
+            from ganctl.errors import UserError
+            if not isinstance(e, UserError):
+                raise
             _fail(str(e))
         _check_train_config(rest)
         rest = _torchrun_args(rest)
+    rest = _quote_paths(rest)
+    from ganctl import apps, sweep
+    apps.failed_jobs.clear()
+    sweep.failed_jobs.clear()
     sys.argv = [f"{Path(sys.argv[0]).name} {command}"] + _hydra_argv(rest)
-    COMMANDS[command]()
+    apps.COMMANDS[command]()
+    failed = sorted(set(apps.failed_jobs) | set(sweep.failed_jobs)) if command == "train" else []
+    if failed:
+        _fail(f"{len(failed)} sweep job(s) failed ({', '.join(failed)}); each one's error is in its "
+              f"result.json and in summary.md", 1)
+
+
+COMMAND_NAMES = ("train", "sample", "eval", "fit-classifier")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ has `defaults: [/schema/loss/wgan_gp@_here_]`, so a misspelt key or a wrong type
 composes the config, before any work starts. Only entry points (cli, train, sample) import this.
 """
 import importlib.resources
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
@@ -256,7 +257,23 @@ def _adam_betas_ok(betas) -> bool:
 # trainer.compile: none, or a torch.compile mode (reduce-overhead captures CUDA graphs).
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
+def _seed_ok(v) -> bool:
+    return 0 <= v < 2**32  # what NumPy's seed takes; torch takes more
+
+
+def _widths_ok(v) -> bool:
+    return all(w >= 1 for w in v)
+
+
+def _device_ok(v) -> bool:
+    return bool(re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", v))
+
+
 RANGES = [
+    ("seed", "in [0, 2**32)", _seed_ok),  # ganctl sample / eval / fit-classifier
+    ("device", "auto, cpu, cuda, cuda:<index> or mps", _device_ok),
+    ("trainer.device", "auto, cpu, cuda, cuda:<index> or mps", _device_ok),
+    ("trainer.seed", "in [0, 2**32)", _seed_ok),
     ("trainer.batch_size", ">= 1", lambda v: v >= 1),
     ("trainer.epochs", ">= 1", lambda v: v >= 1),
     ("trainer.max_steps", "null or >= 1", lambda v: v is None or v >= 1),
@@ -281,6 +298,16 @@ RANGES = [
     ("model.betas", "two values in [0, 1)", _adam_betas_ok),
     ("optimizer.betas", "two values in [0, 1)", _adam_betas_ok),
     ("model.D.pack", ">= 1", lambda v: v >= 1),
+    ("model.G.ngf", ">= 1", lambda v: v >= 1),
+    ("model.D.ndf", ">= 1", lambda v: v >= 1),
+    ("model.G.embed_dim", ">= 1", lambda v: v >= 1),
+    ("model.D.embed_dim", ">= 1", lambda v: v >= 1),
+    ("model.G.hidden", "widths >= 1", _widths_ok),
+    ("model.D.hidden", "widths >= 1", _widths_ok),
+    ("model.D.dropout", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("dataset.channels", "1 (grey) or 3 (RGB)", lambda v: v in (1, 3)),
+    ("dataset.img_size", ">= 8", lambda v: v >= 8),
+    ("dataset.num_workers", ">= 0", lambda v: v >= 0),
     ("model.G.codes", "0 or >= 2", lambda v: v == 0 or v >= 2),
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]
@@ -291,7 +318,7 @@ def range_errors(cfg) -> list[str]:
     errors = []
     for key, allowed, ok in RANGES:
         node, _, leaf = key.rpartition(".")
-        parent = OmegaConf.select(cfg, node)
+        parent = OmegaConf.select(cfg, node) if node else cfg
         if parent is not None and leaf in parent and not ok(parent[leaf]):
             errors.append(f"{key}={parent[leaf]}: must be {allowed}")
     return errors

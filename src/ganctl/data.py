@@ -9,6 +9,7 @@ resume mid-epoch, and DDP ranks split each global batch of the same permutation.
 Datasets that fit in memory (MNIST, Fashion-MNIST, CIFAR-10) are one uint8 tensor on the device, indexed
 and normalised there: no DataLoader workers and no per-sample Python on the hot path.
 """
+import logging
 import multiprocessing
 import os
 import sys
@@ -17,7 +18,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ganctl.errors import UserError
+from ganctl.errors import UserError, one_line
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -81,15 +84,29 @@ def _torchvision_images(cls, layout: str, root: str, download: bool, split: str,
     try:
         parts = [cls(root, train=train, download=download) for train in splits]
     except (RuntimeError, OSError) as e:
-        why = (f"and could not be downloaded ({str(e).strip().splitlines()[0]})" if download
+        why = (f"and could not be downloaded ({one_line(e)})" if download
                else "(dataset.download=false)")
         raise UserError(
             f"{cls.__name__} {state} in {where} {why}; "
             f"point the tool at a folder holding {layout} with "
             f"GANCTL_DATA=<dir> or dataset.root=<dir>") from None
+    except Exception as e:  # a zero-byte file, a wrong magic number, a truncated array
+        raise UserError(f"{cls.__name__} files in {where} are not valid ({type(e).__name__}: {one_line(e)}); "
+                        f"replace them with the published {layout}") from None
     images = torch.cat([_nchw(p.data) for p in parts])
     labels = torch.cat([torch.as_tensor(p.targets, dtype=torch.int64) for p in parts])
+    check_labels(images, labels, len(parts[0].classes), where)
     return InMemoryImages(images, labels, len(parts[0].classes), **placement)
+
+
+def check_labels(images: torch.Tensor, labels: torch.Tensor, num_classes: int, where) -> None:
+    """One label per image, each a class: checked once at load, not found as an index error mid-run."""
+    if len(images) != len(labels):
+        raise UserError(f"the dataset in {where} has {len(images)} images but {len(labels)} labels")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise UserError(f"the dataset in {where} has {len(bad)} labels outside its classes "
+                        f"0..{num_classes - 1} (first: {bad[0].item()})")
 
 
 def _nchw(data) -> torch.Tensor:
@@ -125,13 +142,13 @@ def load_cifar10(root: str = "data", download: bool = True, split: str = "train"
 
 
 def _readable_image(path: Path) -> bool:
-    """PIL can parse the file; verify() checks its structure without decoding the pixels."""
+    """PIL decodes the whole file (a truncated JPEG passes verify(), which reads only its structure)."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as img:
-            img.verify()
+            img.load()
         return True
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
         return False
 
 
@@ -161,16 +178,21 @@ class FolderImages:
         classes = sorted(d.name for d in root_path.iterdir() if d.is_dir())
         files, labels = [], []
         for k, name in enumerate(classes or [""]):
-            found = sorted(p for p in (root_path / name).rglob("*")
-                           if p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in (root_path / name).rglob("*")  # regular files: a FIFO would hang
+                           if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
             files += found
             labels += [k] * len(found)
         if not files:
             raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root_path}")
-        bad = [f for f in files if not _readable_image(f)]
-        if bad:  # found now, not as a traceback from a DataLoader worker mid-epoch
-            raise UserError(f"{len(bad)} of {len(files)} image files under {root_path} cannot be read "
+        readable = [_readable_image(f) for f in files]
+        bad = [f for f, ok in zip(files, readable) if not ok]
+        if len(bad) == len(files):  # found now, not as a traceback from a DataLoader worker mid-epoch
+            raise UserError(f"none of the {len(files)} image files under {root_path} can be decoded "
                             f"(first: {bad[0]})")
+        if bad:
+            log.warning("skipping %d of %d image files under %s that cannot be decoded (first: %s)",
+                        len(bad), len(files), root_path, bad[0])
+            files, labels = [f for f, ok in zip(files, readable) if ok], [k for k, ok in zip(labels, readable) if ok]
         self.num_classes = max(len(classes), 1)
         self.img_channels, self.img_size = channels, img_size
         self.dataset = _ImageFiles(files, labels, "L" if channels == 1 else "RGB", T.Compose([

@@ -19,8 +19,7 @@ import torch
 from ganctl import metrics
 from ganctl.checkpoint import save_checkpoint
 from ganctl.classifier import cache_dir, load_or_fit, reference_data
-from ganctl.data import to_uint8
-from ganctl.errors import UserError
+from ganctl.errors import Aborted, UserError, one_line
 from ganctl.sample import generate
 
 log = logging.getLogger(__name__)
@@ -115,19 +114,27 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, G, num_classes: int, z_dim: int, noise: str, n: int = 10_000, seed: int = 0,
-                 full: bool = True) -> dict:
+                 full: bool = True, abort=lambda: False) -> dict:
         """Metrics of n generated images. `full=False` (the training loop's quick eval) leaves out
-        the classifier two-sample test and intra-class FID."""
+        the classifier two-sample test and intra-class FID. `abort()` is asked between the steps
+        (the training loop's signal flag): true raises Aborted, so a SIGTERM is not kept waiting."""
+
+        def go_on():
+            if abort():
+                raise Aborted
         if n < 2:
             raise UserError(f"n={n}: evaluation needs at least 2 generated images")
         n = min(n, len(self.real_b))
         was_training = G.training
         G.eval()
         labels = list(range(num_classes)) if num_classes else None
-        images, y = generate(G, n, labels, z_dim, noise, seed, self.device)
-        G.train(was_training)
-        images = to_uint8(images)
+        try:
+            images, y = generate(G, n, labels, z_dim, noise, seed, self.device, abort)
+        finally:
+            G.train(was_training)
+        go_on()
         fake, fake_logits = self.embed(images)
+        go_on()
         n_a, n_pr = len(self.real_a), min(n, len(self.real_a))
         rows = {}
 
@@ -139,12 +146,15 @@ class Evaluator:
         row("fid_floor", self.floor(n), n_a, 0)
         rows["fid_floor"]["n_real_second"] = n  # the floor compares A with n other real images
         row("fid_ratio", fid / max(self.floor(n), 1e-12), n_a)
+        go_on()
         kid_mean, kid_std = metrics.kid(self.real_a, fake, seed=seed)
         row("kid", kid_mean, n_a)
         row("kid_std", kid_std, n_a)
         row("is", metrics.inception_score(fake_logits, seed=seed)[0], 0)
         row("is_real", metrics.inception_score(self.logits_b[:n], seed=seed)[0], n, 0)
+        go_on()
         precision, recall = metrics.precision_recall(self.real_a[:n_pr], fake)
+        go_on()
         density, coverage = metrics.density_coverage(self.real_a[:n_pr], fake)
         for name, v in (("precision", precision), ("recall", recall), ("density", density), ("coverage", coverage)):
             row(name, v, n_pr)
@@ -215,18 +225,17 @@ def run_eval(cfg) -> dict:
     from omegaconf import OmegaConf
 
     from ganctl.checkpoint import load_checkpoint
-    from ganctl.train import build_generator, resolve_device
+    from ganctl.sample import load_generator
+    from ganctl.train import resolve_device
 
     if cfg.generator not in ("ema", "raw"):
         raise UserError(f"generator={cfg.generator}: must be ema or raw")
     path = eval_checkpoint_path(cfg.ckpt, cfg.which, cfg.outputs)
     state = load_checkpoint(path)
     run_cfg = OmegaConf.create(state["cfg"])
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, key="device")
     which = "G_ema" if cfg.generator == "ema" and "G_ema" in state else "G"
-    G = build_generator(run_cfg.model, state["data"])
-    G.load_state_dict(state[which])
-    G.to(device)
+    G = load_generator(state, path, which, device)
     ev = Evaluator(run_cfg.dataset, device, cfg.eval.backbone, cfg.eval.inception_weights)
     result = ev.evaluate(G, state["data"]["num_classes"], run_cfg.model.z_dim, run_cfg.trainer.noise,
                          n=cfg.n, seed=cfg.seed, full=True)
@@ -234,9 +243,12 @@ def run_eval(cfg) -> dict:
               "generator": which, **result}
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out = run_dir / "eval.json"
-    out.write_text(json.dumps(result, indent=2))
     print(f"{path} (step {state['step']}, {result['generator']})")
-    print(format_table(result))
+    print(format_table(result), flush=True)  # before the write, which may fail: the table is not lost
+    try:
+        out.write_text(json.dumps(result, indent=2))
+    except OSError as e:
+        raise UserError(f"the table above was computed but {one_line(e)}") from None
     print(f"wrote {out}")
     return result
 
@@ -251,6 +263,6 @@ def run_fit_classifier(cfg) -> None:
         _, acc = load_or_fit(ref, "cpu")
         print(f"{path} exists ({100 * acc:.2f}% test accuracy); refit=true fits it again")
         return
-    _, acc = load_or_fit(ref, resolve_device(cfg.device), refit=True, epochs=cfg.epochs,
+    _, acc = load_or_fit(ref, resolve_device(cfg.device, key="device"), refit=True, epochs=cfg.epochs,
                          batch_size=cfg.batch_size, seed=cfg.seed)
     print(f"wrote {path}: {100 * acc:.2f}% accuracy on {len(ref.test_x)} test images")

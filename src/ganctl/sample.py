@@ -12,9 +12,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
+from ganctl.checkpoint import all_finite, load_checkpoint, resolve_checkpoint
 from ganctl.data import to_uint8
-from ganctl.errors import UserError
+from ganctl.errors import Aborted, UserError, one_line
 from ganctl.step import sample_noise
 from ganctl.train import build_generator, resolve_device
 
@@ -30,15 +30,25 @@ def requested_labels(label, num_classes: int) -> list[int] | None:
     if label is None:
         return list(range(num_classes))
     labels = list(label) if OmegaConf.is_list(label) or isinstance(label, (list, tuple)) else [label]
+    if not labels:
+        raise UserError(f"label=[] names no class; give one (label=5), a list (label=[1,2]) or none "
+                        f"(every class, 0..{num_classes - 1})")
     for k in labels:
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes:
             raise UserError(f"label={k!r} is not a class of this model: labels are 0..{num_classes - 1}")
     return labels
 
 
-def generate(G, n: int, labels: list[int] | None, z_dim: int, noise: str, seed: int, device):
-    """n images (n, C, H, W) in [-1, 1] and their labels. With labels, each label gets
-    ceil(n / len(labels)) images, label-major, with the same z for every label."""
+CHUNK = 1024  # images per forward pass
+GRID_MAX = 10_000  # a PNG grid of more images is too large to open: use .npz or a folder
+
+
+def generate(G, n: int, labels: list[int] | None, z_dim: int, noise: str, seed: int, device,
+             abort=lambda: False):
+    """n images as uint8 (n, C, H, W), quantised as they are written, and their labels. With labels,
+    each label gets ceil(n / len(labels)) images, label-major, with the same z for every label.
+    A progress bar for large n; `abort()` is asked between chunks (a signal during an eval)."""
+    from tqdm import tqdm
     g = torch.Generator().manual_seed(seed)
     if labels is None:
         z, y = sample_noise(n, z_dim, noise, "cpu", g), None
@@ -48,25 +58,45 @@ def generate(G, n: int, labels: list[int] | None, z_dim: int, noise: str, seed: 
         y = torch.tensor(labels).repeat_interleave(per)[:n].to(device)
     images = []
     with torch.no_grad():
-        for i in range(0, n, 1024):
-            images.append(G(z[i:i + 1024].to(device), None if y is None else y[i:i + 1024]).float().cpu())
+        for i in tqdm(range(0, n, CHUNK), desc="generate", unit="chunk", disable=n < 20 * CHUNK, leave=False):
+            if abort():
+                raise Aborted
+            images.append(to_uint8(G(z[i:i + CHUNK].to(device), None if y is None else y[i:i + CHUNK]).float()).cpu())
     return torch.cat(images), (y.cpu() if y is not None else torch.full((n,), -1))
 
 
-def write(images: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -> str:
+
+def write(as_uint8: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -> str:
     """*.png: one grid; *.npz: uint8 NCHW `images` and `labels`; anything else: a folder of PNGs."""
+    try:
+        return _write(as_uint8, labels, out, nrow)
+    except OSError as e:  # a read-only folder, a folder where the file should be, a full disk
+        raise UserError(f"out={out}: {one_line(e)}") from None
+
+
+def _write(as_uint8: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
-    as_uint8 = to_uint8(images)
     if out.suffix == ".png":
         save_image(as_uint8.float() / 255, out, nrow=nrow, padding=2)
-        return f"a grid of {len(images)} images"
+        return f"a grid of {len(as_uint8)} images"
     if out.suffix == ".npz":
         np.savez_compressed(out, images=as_uint8.numpy(), labels=labels.numpy())
-        return f"{len(images)} images"
+        return f"{len(as_uint8)} images"
     out.mkdir(exist_ok=True)
     for i, (img, y) in enumerate(zip(as_uint8, labels.tolist())):
         save_image(img.float() / 255, out / (f"{i:06d}_label{y}.png" if y >= 0 else f"{i:06d}.png"))
-    return f"{len(images)} PNG files"
+    return f"{len(as_uint8)} PNG files"
+
+
+def load_generator(state: dict, path: Path, which: str, device) -> torch.nn.Module:
+    """The generator `which` ("G_ema" or "G") of a loaded checkpoint, on `device`, in eval mode;
+    refused where its weights are not finite (a diverged run draws black images)."""
+    G = build_generator(OmegaConf.create(state["cfg"]).model, state["data"])
+    G.load_state_dict(state[which])
+    if not all_finite(G):
+        raise UserError(f"{path}: {which} holds weights that are not finite (the run diverged); "
+                        f"use an earlier checkpoint of the run")
+    return G.to(device).eval()
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -78,17 +108,18 @@ def sample(cfg: DictConfig) -> Path:
     n = cfg.n if cfg.n is not None else (10 * num_classes if cfg.label is None and num_classes else 64)
     if n < 1:
         raise UserError(f"n={n}: ask for at least one image")
+    out = Path(cfg.out or "samples.png")
+    if out.suffix == ".png" and n > GRID_MAX and not cfg.interpolate:
+        raise UserError(f"n={n} is too many for one PNG grid (at most {GRID_MAX}); write them with "
+                        f"out=<name>.npz or out=<folder>")
 
-    device = resolve_device(cfg.device)
-    G = build_generator(run_cfg.model, state["data"])
-    G.load_state_dict(state.get("G_ema", state["G"]))  # the weight average where the run kept one
-    G.to(device).eval()
+    device = resolve_device(cfg.device, key="device")
+    G = load_generator(state, ckpt_path, "G_ema" if "G_ema" in state else "G", device)  # the average where kept
     if cfg.interpolate not in (None, False, "false", "False"):
         return _interpolate(cfg, G, run_cfg, num_classes, ckpt_path, state["step"], device)
     images, y = generate(G, n, labels, run_cfg.model.z_dim, run_cfg.trainer.noise, cfg.seed, device)
 
     nrow = math.ceil(n / len(labels)) if labels and len(labels) > 1 else math.ceil(math.sqrt(n))
-    out = Path(cfg.out or "samples.png")
     what = write(images, y, out, nrow)
     print(f"wrote {what} to {out} from {ckpt_path} (step {state['step']})")
     return out

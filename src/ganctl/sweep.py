@@ -4,7 +4,8 @@ per job (its overrides and final metrics), best first.
 A Hydra callback (hydra.callbacks.summary in conf/train.yaml) that runs in the process that
 launched the sweep, after every job has finished. It reads what each job left on disk
 (`.hydra/overrides.yaml` and `result.json`), so it works the same for every launcher (basic,
-joblib, submitit) and sweeper (basic, optuna), wherever the jobs ran.
+joblib, submitit) and sweeper (basic, optuna), wherever the jobs ran. A job that failed with an
+error wrote {"status": "failed", "error": ...} as its result.json; one that left none crashed.
 """
 import csv
 import json
@@ -15,13 +16,16 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ganctl.rundir import RESULT_FILE
+
 log = logging.getLogger(__name__)
 
 # The metric a sweeper minimises (what `ganctl train` returns), then what a reader compares.
 RANK_BY = "Eval/fid"
 COLUMNS = ["Eval/fid", "Eval/fid_ratio", "Eval/label_acc", "Eval/precision", "Eval/recall",
-           "Loss/D", "Loss/G", "step"]
-RESULT_FILE = "result.json"
+           "Loss/D", "Loss/G", "step", "error"]
+
+failed_jobs: list[str] = []  # the failed jobs of the last summary written in this process
 
 
 def job_rows(sweep_dir: Path) -> list[dict]:
@@ -31,9 +35,12 @@ def job_rows(sweep_dir: Path) -> list[dict]:
         job_dir = overrides_file.parent.parent
         overrides = [o for o in OmegaConf.load(overrides_file) if not o.startswith("hydra.")]
         result_file = job_dir / RESULT_FILE
-        result = json.loads(result_file.read_text()) if result_file.is_file() else {}
-        rows.append({"job": job_dir.name, "overrides": " ".join(overrides),
-                     "status": "done" if result else "failed", **result})
+        try:
+            result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+        except (OSError, ValueError):
+            result = {}
+        status = result.pop("status", "done") if result else "failed"
+        rows.append({"job": job_dir.name, "overrides": " ".join(overrides), **result, "status": status})
     return rows
 
 
@@ -59,7 +66,7 @@ def best_first(rows: list[dict]) -> list[dict]:
 def _cell(value) -> str:
     if value is None:
         return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
 
 
 def write_summary(sweep_dir: Path) -> list[dict]:
@@ -74,6 +81,7 @@ def write_summary(sweep_dir: Path) -> list[dict]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in header) + " |" for r in rows]
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    failed_jobs[:] = [r["job"] for r in rows if r["status"] != "done"]
     return rows
 
 

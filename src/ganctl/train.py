@@ -11,11 +11,11 @@ block of every global batch of B*W and the slice of the global batch's noise, an
 writes; the ranks draw identical random streams, so rank 0's checkpoint resumes all of them.
 """
 import copy
-import json
 import logging
 import math
 import os
 import random
+import shlex
 import signal
 import threading
 import time
@@ -23,16 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from ganctl import config, distributed
-from ganctl.checkpoint import holds_run, load_checkpoint, prune_checkpoints, save_checkpoint
-from ganctl.errors import Interrupted, UserError
+from ganctl import config, distributed, rundir
+from ganctl.build import build, resolve_target
+from ganctl.checkpoint import all_finite, load_checkpoint, prune_checkpoints, save_checkpoint, save_copy
+from ganctl.errors import Aborted, Interrupted, UserError
 from ganctl.nets.layers import dcgan_init
 from ganctl.report import JsonLines, write_curves, write_progress_gif
 from ganctl.step import TrainStep, compiled, sample_noise
@@ -40,13 +40,16 @@ from ganctl.step import TrainStep, compiled, sample_noise
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, key: str = "trainer.device") -> torch.device:
     """`auto` is cuda where available; under torchrun each rank takes the GPU of its local rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"{key}={name} is not a device: use auto, cpu, cuda, cuda:<index> or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"trainer.device={name} but CUDA is not available here; use device=cpu or auto")
+        raise UserError(f"{key}={name} but CUDA is not available here; use {key}=cpu or auto")
     if device.type == "cuda" and distributed.launched():
         device = torch.device("cuda", local_rank)
     return device
@@ -65,7 +68,7 @@ def seed_everything(seed: int) -> None:
 
 
 def build_generator(model_cfg, data_info: dict) -> torch.nn.Module:
-    G = instantiate(model_cfg.G, **data_info)
+    G = build(model_cfg.G, "model.G", **data_info)
     if model_cfg.init == "dcgan":
         dcgan_init(G)
     return G
@@ -80,7 +83,7 @@ def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: b
     if "norm" in model_cfg.D:
         norm = model_cfg.D.norm
         if norm == "auto":
-            norm = get_class(model_cfg.D._target_).auto_norm(per_sample, clipped)
+            norm = resolve_target(model_cfg.D._target_, "model.D").auto_norm(per_sample, clipped)
         elif norm == "batch" and per_sample:
             log.warning("model.D.norm=batch with a gradient penalty: the penalty is per sample and "
                         "BatchNorm mixes samples; model.D.norm=auto picks a per-sample norm")
@@ -96,7 +99,7 @@ def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: b
         kwargs["aux"] = True
     if aux and model_cfg.G.get("codes"):  # InfoGAN: D reads G's code back
         kwargs["codes"] = model_cfg.G.codes
-    D = instantiate(model_cfg.D, **kwargs)
+    D = build(model_cfg.D, "model.D", **kwargs)
     if model_cfg.init == "dcgan":
         dcgan_init(D)
     return D
@@ -265,8 +268,8 @@ def wrap_ddp(module: torch.nn.Module, device, sync_bn: bool) -> torch.nn.Module:
 def build_loss(cfg, num_classes: int):
     """The loss with trainer.label_smoothing and, for models with labels or codes, model.aux_weight."""
     heads = num_classes or cfg.model.G.get("codes", 0)
-    loss = instantiate(cfg.loss, label_smoothing=cfg.trainer.label_smoothing,
-                       aux_weight=cfg.model.aux_weight if heads else 0.0)
+    loss = build(cfg.loss, "loss", label_smoothing=cfg.trainer.label_smoothing,
+                 aux_weight=cfg.model.aux_weight if heads else 0.0)
     if cfg.model.aux_weight and not heads:
         log.warning("model.aux_weight has no effect on model=%s (it has no labels or codes)", cfg.model.name)
     if cfg.trainer.label_smoothing and not loss.uses_targets:
@@ -292,8 +295,8 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     W = ranks.world_size
     G_train, D_train = (wrap_ddp(G, device, tcfg.sync_bn), wrap_ddp(D, device, tcfg.sync_bn)) if W > 1 else (G, D)
     G, D = getattr(G_train, "module", G), getattr(D_train, "module", D)
-    opt_G = instantiate(cfg.optimizer.G)(G.parameters())
-    opt_D = instantiate(cfg.optimizer.D)(D.parameters())
+    opt_G = build(cfg.optimizer.G, "optimizer")(G.parameters())
+    opt_D = build(cfg.optimizer.D, "optimizer")(D.parameters())
     G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
     step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
                      batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
@@ -314,22 +317,27 @@ def real_batches(data, batch_size: int, start_batch: int = 0):
 
 def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
     """Train as `cfg` says, writing into `run_dir`; the final metrics. `started`: when the job
-    began (time.perf_counter()), for the start-up time it reports; default now."""
-    started = time.perf_counter() if started is None else started
-    run_dir = Path(run_dir)
+    began (time.perf_counter()), for the start-up time it reports; default now. The run directory
+    is locked for the run's life (rank 0 holds it under torchrun): a second writer is refused."""
+    ranks = distributed.init()
+    with rundir.lock(run_dir) if ranks.is_main else rundir.nothing():
+        return _train(cfg, Path(run_dir), ranks, time.perf_counter() if started is None else started)
+
+
+def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: float) -> dict:
     tcfg = cfg.trainer
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     resume = bool(cfg.get("resume"))
-    if not resume and holds_run(run_dir):
-        raise UserError(f"{run_dir} already holds a run's checkpoints; a new run needs a new directory "
-                        f"(or continue it with resume={run_dir})")
+    if ranks.is_main and not resume:
+        rundir.refuse_existing_run(run_dir)
+    if ranks.is_main and rundir.remove_temporary_files(ckpt_dir):  # left by a writer that was killed
+        log.info("removed half-written checkpoint files in %s", ckpt_dir)
 
     errors = config.range_errors(cfg)
     if errors:
         raise UserError("; ".join(errors))
 
     # Device, ranks and seeds.
-    ranks = distributed.init()
     W = ranks.world_size
     device = resolve_device(tcfg.device, ranks.local_rank)
     if tcfg.sync_bn and W > 1 and device.type != "cuda":
@@ -344,7 +352,7 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
 
     # Load training set.
-    data = instantiate(cfg.dataset, device=device, seed=tcfg.seed, rank=ranks.rank, world_size=W)
+    data = build(cfg.dataset, "dataset", device=device, seed=tcfg.seed, rank=ranks.rank, world_size=W)
     num_classes = data.num_classes if cfg.model.conditional else 0
     if cfg.model.conditional and data.num_classes < 2:
         raise UserError(f"model={cfg.model.name} is conditional but the dataset has "
@@ -443,6 +451,13 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
             raise UserError(f"training diverged by step {step}: {', '.join(bad)} is not finite; "
                             f"the last good checkpoint in {ckpt_dir} is untouched")
 
+    def check_weights(step: int) -> None:
+        """Before an eval counts or a checkpoint is written: NaN weights draw black images that
+        can score a finite FID, and must never become best.pt or last.pt."""
+        if not all_finite(G, D, G_ema):
+            raise UserError(f"training diverged by step {step}: the weights are not finite; "
+                            f"the last good checkpoint in {ckpt_dir} is untouched")
+
     def quick_eval(step: int) -> dict:
         """A few thousand samples of the EMA generator against the real features: Eval/* scalars,
         a line of eval.jsonl, and checkpoints/best.pt when FID improves."""
@@ -451,7 +466,7 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
         with rng_untouched(device):
             G_eval = averaged_G(step) if G_ema is not None else G
             result = evaluator.evaluate(G_eval, num_classes, z_dim, noise_kind, n=tcfg.eval_n, seed=tcfg.seed,
-                                        full=False)
+                                        full=False, abort=lambda: W == 1 and stop.signum is not None)
         values = scalars(result)
         for k, v in values.items():
             writer.add_scalar(f"Eval/{k}", v, step)
@@ -483,9 +498,10 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
             log.info("step %d: G and D identical on all %d ranks", step, W)
         if not main:
             return
-        state = checkpoint_state(step, epoch)
-        save_checkpoint(state, ckpt_dir / f"step_{step}.pt")
-        save_checkpoint(state, ckpt_dir / "last.pt")
+        # last.pt first, so that a run always has one; step_N.pt is the same file (a hard link).
+        save_checkpoint(checkpoint_state(step, epoch), ckpt_dir / "last.pt")
+        if tcfg.keep_ckpts:
+            save_copy(ckpt_dir / "last.pt", ckpt_dir / f"step_{step}.pt")
         prune_checkpoints(ckpt_dir, tcfg.keep_ckpts)
 
     # Training loop.
@@ -527,17 +543,27 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
                     train_log.append({"step": step, **metrics})
                     bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
                 check_finite(step, metrics)  # a checkpoint step always logs first, so this guards it
-            if evaluator is not None and (step % tcfg.eval_every == 0 or step == max_steps):
-                eval_metrics = quick_eval(step)
-            if main and (step % tcfg.sample_every == 0 or last):
+            evaluating = evaluator is not None and (step % tcfg.eval_every == 0 or step == max_steps)
+            sampling = main and (step % tcfg.sample_every == 0 or last)
+            saving = step % tcfg.ckpt_every == 0 or last
+            if evaluating or sampling or saving:
+                check_weights(step)
+            if evaluating:
+                try:
+                    eval_metrics = quick_eval(step)
+                except Aborted:  # a signal came during the eval (one process): save and stop without it
+                    log.info("step %d: quick eval left unfinished (%s)", step, signal.Signals(stop.signum).name)
+                    stopping = saving = True
+            if sampling:
                 save_samples(step)
-            if step % tcfg.ckpt_every == 0 or last:
+            if saving:
                 save(step, epoch)
             if stopping:
                 name = signal.Signals(stop.signum or signal.SIGTERM).name
                 launcher = f"torchrun --nproc_per_node={W} -m " if W > 1 else ""
                 raise Interrupted(f"interrupted by {name} at step {step}; checkpoint saved in {ckpt_dir}; "
-                                  f"continue with: {launcher}ganctl train resume={run_dir}", stop.signum)
+                                  f"continue with: {launcher}ganctl train {shlex.quote(f'resume={run_dir}')}",
+                                  stop.signum)
     except torch.OutOfMemoryError:
         raise UserError(f"out of memory on {device} at trainer.batch_size={B}; try "
                         f"trainer.batch_size={max(1, B // 2)} or trainer.precision=bf16") from None
@@ -561,5 +587,5 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
              wall["startup"] + wall["loop"] + wall["end"], wall["startup"], wall["loop"], wall["eval"], wall["end"])
     result = {"step": max_steps, **metrics, **eval_metrics, **{f"Time/{k}_s": v for k, v in wall.items()}}
     if main:  # what a sweep's summary table reads
-        (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+        rundir.write_result(run_dir, result)
     return result

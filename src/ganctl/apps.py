@@ -1,0 +1,140 @@
+"""The Hydra apps behind `ganctl <command>`: each composes its config from conf/ and calls the
+plain function that does the work. cli.py routes the command line here."""
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+import ganctl
+from ganctl import config
+from ganctl.errors import Interrupted, UserError, one_line
+
+log = logging.getLogger("ganctl")
+config.register()
+
+# Sweep jobs of this process that failed (the summary callback also counts those of other
+# processes from their result.json): `ganctl train -m` then exits non-zero.
+failed_jobs: list[str] = []
+
+
+def fail(message: str, code: int = 2):
+    print(f"ganctl: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def user_error(e: BaseException) -> UserError | None:
+    """The user's mistake behind `e`, if it is one: a UserError (also one that something wrapped),
+    or an OSError about a file (disk full, read-only, a folder where a file should be)."""
+    cause = e
+    while cause is not None:
+        if isinstance(cause, UserError):
+            return cause
+        if isinstance(cause, OSError) and (cause.filename or cause.errno):
+            return UserError(one_line(cause))
+        cause = cause.__cause__
+    return None
+
+
+def report(e: Exception):
+    """A user's mistake as one line on stderr and a non-zero exit; anything else is raised."""
+    error = user_error(e)
+    if error is None:
+        raise e
+    fail(str(error), getattr(error, "exit_code", 2))
+
+
+def report_user_errors(fn, cfg):
+    """fn(cfg) once cfg's values are in range; a user's mistake is one line."""
+    errors = config.range_errors(cfg)
+    if errors:
+        fail("; ".join(errors))
+    try:
+        return fn(cfg)
+    except Exception as e:
+        report(e)
+
+
+def save_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
+    """.hydra/config.yaml, hydra.yaml and overrides.yaml, as Hydra writes them, but only after the
+    run directory is locked and known to hold no run (conf/train.yaml sets hydra.output_subdir
+    to null so that Hydra itself never writes into an existing run)."""
+    hydra_cfg = HydraConfig.get()
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, folder / "overrides.yaml")
+
+
+# The process's first training job counts its start-up from the first import of ganctl; a later
+# job of a sweep that runs in the same process, from when Hydra hands it over.
+_process_start = [ganctl.STARTED]
+
+
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
+def train_app(cfg: DictConfig) -> float | None:
+    started = _process_start.pop() if _process_start else time.perf_counter()
+    from ganctl import distributed, rundir
+    from ganctl.train import train
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweep_job = hydra_cfg.mode == RunMode.MULTIRUN
+    ranks = distributed.init()
+    if not ranks.is_main:
+        log.setLevel(logging.WARNING)  # rank 0 tells the story
+    ended_well, ours = False, False
+    try:
+        # Rank 0 owns the directory: lock it and check that it holds no other run before a
+        # single file is written there.
+        with rundir.lock(run_dir) if ranks.is_main else rundir.nothing():
+            if ranks.is_main and not cfg.resume:
+                rundir.refuse_existing_run(run_dir)
+                save_hydra_files(cfg, run_dir)
+            ours = True
+            log.info("run directory: %s", run_dir)
+            result = train(cfg, run_dir, started)
+        ended_well = True
+    except Exception as e:
+        if not sweep_job or isinstance(e, Interrupted):  # Ctrl-C stops the whole sweep
+            report(e)
+        # One failed job of a sweep is recorded and the sweep goes on (summary.md lists it).
+        error = user_error(e)
+        message = str(error) if error is not None else f"{type(e).__name__}: {one_line(e)}"
+        if error is None:
+            log.exception("sweep job %s failed", run_dir.name)
+        log.error("ganctl: error: %s", message)
+        failed_jobs.append(run_dir.name)
+        if ours and ranks.is_main:
+            rundir.write_result(run_dir, {"status": "failed", "error": message})
+        return math.nan  # Optuna counts a NaN trial as failed
+    finally:
+        distributed.shutdown(together=ended_well)
+    # What a sweeper minimises: the final quick-eval FID; None with eval off.
+    return result.get("Eval/fid") if result else None
+
+
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="sample")
+def sample_app(cfg: DictConfig) -> None:
+    from ganctl.sample import sample
+    report_user_errors(sample, cfg)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="eval")
+def eval_app(cfg: DictConfig) -> None:
+    from ganctl.evaluate import run_eval
+    report_user_errors(run_eval, cfg)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="fit_classifier")
+def fit_classifier_app(cfg: DictConfig) -> None:
+    from ganctl.evaluate import run_fit_classifier
+    report_user_errors(run_fit_classifier, cfg)
+
+
+COMMANDS = {"train": train_app, "sample": sample_app, "eval": eval_app, "fit-classifier": fit_classifier_app}
