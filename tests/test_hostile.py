@@ -304,3 +304,19 @@ def test_a_signal_during_a_quick_eval_abandons_it_saves_and_stops(make_cfg, tmp_
     assert calls == ["kid"]  # nothing after the signal ran
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 3
     assert not (tmp_path / "checkpoints" / "best.pt").exists()  # the abandoned eval counts for nothing
+
+
+@pytest.mark.parametrize("craft,says", [
+    (lambda s: s.update(cfg="x"), "cfg is not a dict"),
+    (lambda s: s.update(step="x"), "step='x' is not a count"),
+    (lambda s: s["cfg"]["model"].pop("G"), "cfg.model is not a model config"),
+    (lambda s: s.update(G_ema=[1, 2]), "G_ema is not a state_dict of tensors"),
+    (lambda s: s["data"].update(img_size=10**6), "data.img_size=1000000 is not in [1, 4096]"),
+    # Widths that would need terabytes: refused from shapes alone, before any memory is taken.
+    (lambda s: s["cfg"]["model"]["G"].update(ngf=10**7), "G_ema does not fit the network its saved config"),
+])
+def test_a_malformed_checkpoint_is_one_line_before_anything_is_built(tiny_run, tmp_path, ganctl, craft, says):
+    state = torch.load(tiny_run / "checkpoints" / "last.pt", weights_only=True)
+    craft(state)
+    torch.save(state, tmp_path / "crafted.pt")
+    one_line_error(*ganctl("sample", f"ckpt={tmp_path / 'crafted.pt'}", "n=4", cwd=tmp_path)[::2], says)

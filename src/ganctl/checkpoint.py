@@ -96,7 +96,41 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise UserError(f"{path} is not a ganctl checkpoint (missing {', '.join(missing)})")
+    wrong = shape_errors(state)
+    if wrong:
+        raise UserError(f"{path} is not a valid ganctl checkpoint ({wrong[0]})")
     return state
+
+
+def _is_int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def shape_errors(state: dict) -> list[str]:
+    """What in a loaded checkpoint is not of the form ganctl writes: a crafted file must fail here,
+    in one line, not deep in the code that reads it (or by asking for terabytes of memory)."""
+    errors = []
+    for name in ("G", "D", "G_ema"):
+        sd = state.get(name, {})
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+            errors.append(f"{name} is not a state_dict of tensors")
+    for name in ("opt_G", "opt_D", "data", "cfg"):
+        if not isinstance(state[name], dict):
+            errors.append(f"{name} is not a dict")
+    for name in ("step", "epoch", "batch"):
+        if not _is_int(state[name], 0, 2**62):
+            errors.append(f"{name}={state[name]!r} is not a count")
+    data = state["data"] if isinstance(state["data"], dict) else {}
+    for key, lo, hi in (("img_channels", 1, 4), ("img_size", 1, 4096), ("num_classes", 0, 100_000)):
+        if not _is_int(data.get(key), lo, hi):
+            errors.append(f"data.{key}={data.get(key)!r} is not in [{lo}, {hi}]")
+    cfg = state["cfg"] if isinstance(state["cfg"], dict) else {}
+    model, trainer = cfg.get("model"), cfg.get("trainer")
+    if not (isinstance(model, dict) and isinstance(model.get("G"), dict) and _is_int(model.get("z_dim"), 1, 2**20)):
+        errors.append("cfg.model is not a model config with G and z_dim")
+    if not isinstance(trainer, dict):
+        errors.append("cfg.trainer is not a dict")
+    return errors
 
 
 def resolve_checkpoint(ckpt: str | None, outputs: str = "outputs") -> Path:

@@ -91,7 +91,16 @@ def _write(as_uint8: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -
 def load_generator(state: dict, path: Path, which: str, device) -> torch.nn.Module:
     """The generator `which` ("G_ema" or "G") of a loaded checkpoint, on `device`, in eval mode;
     refused where its weights are not finite (a diverged run draws black images)."""
-    G = build_generator(OmegaConf.create(state["cfg"]).model, state["data"])
+    model_cfg = OmegaConf.create(state["cfg"]).model
+    # Built first without memory (the meta device): a crafted config could ask for terabytes.
+    with torch.device("meta"):
+        skeleton = build_generator(model_cfg, state["data"])
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state[which].items()}
+    if shapes != saved:
+        differ = sorted(set(shapes.items()) ^ set(saved.items()))[0][0]
+        raise UserError(f"{path}: {which} does not fit the network its saved config describes ({differ})")
+    G = build_generator(model_cfg, state["data"])
     G.load_state_dict(state[which])
     if not all_finite(G):
         raise UserError(f"{path}: {which} holds weights that are not finite (the run diverged); "
