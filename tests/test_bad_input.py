@@ -208,3 +208,31 @@ def test_eval_that_cannot_write_its_json_prints_the_table_first(tiny_run, tmp_pa
     code, out, err = ganctl("eval", f"ckpt={tiny_run}", "n=16", cwd=tmp_path)
     one_line_error(code, err, "the table above was computed but", "eval.json")
     assert "fid_floor" in out  # the result was shown before the write failed
+
+
+@pytest.mark.parametrize("args,says", [
+    (["train", "trainer.max_step=5"], "trainer.max_step=5: no such key; did you mean trainer.max_steps?"),
+    (["train", "+trainer.max_step=5"], "+trainer.max_step=5: no such key; did you mean trainer.max_steps?"),
+    (["train", "loss=wgan_gp", "loss.gp_weigth=3"], "loss.gp_weigth=3: no such key; did you mean loss.gp_weight?"),
+    (["sample", "labl=5"], "labl=5: no such key; did you mean label?"),
+    (["eval", "n=abc"], "n=abc"),
+    (["sample", "n=abc"], "n=abc"),
+])
+def test_typos_are_one_line_with_the_nearest_key(tmp_path, ganctl, args, says):
+    one_line_error(*ganctl(*args, cwd=tmp_path)[::2], says)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_start_leaves_no_run_directory_and_no_empty_data_folder(tmp_path, ganctl, monkeypatch):
+    import torchvision.datasets.mnist as tv_mnist
+
+    def download_fails(self):  # what torchvision does without a network: make the folder, then fail
+        os.makedirs(self.raw_folder, exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://example/, got:\n<urlopen error>")
+
+    monkeypatch.setattr(tv_mnist.MNIST, "download", download_fails)
+    code, _, err = ganctl("train", "trainer.max_steps=1", f"dataset.root={tmp_path / 'data'}", "hydra.run.dir=run",
+                          cwd=tmp_path)
+    one_line_error(code, err, "could not be downloaded (Error downloading train-images-idx3-ubyte.gz: Tried "
+                              "https://example/, got: <urlopen error>)")
+    assert list(tmp_path.iterdir()) == []  # neither run/ nor data/MNIST/raw

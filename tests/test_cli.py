@@ -212,3 +212,21 @@ def test_sample_interpolation_bad_input_is_one_line(trained, args, fragments):
     ckpt = runs["dcgan"] if "dcgan" in args else runs["cdcgan"]
     args = [a for a in args if a != "dcgan"]
     assert_one_line_error(run_ganctl("sample", f"ckpt={ckpt}", *args, cwd=work), *fragments)
+
+
+def test_sample_never_overwrites_its_default_output_and_names_the_run_it_used(tiny_run, tmp_path, ganctl):
+    for _ in range(2):
+        code, out, err = ganctl("sample", f"ckpt={tiny_run}", "n=4", cwd=tmp_path)
+        assert code == 0, err
+    assert "samples_1.png" in out and (tmp_path / "samples.png").is_file() and (tmp_path / "samples_1.png").is_file()
+    code, _, err = ganctl("sample", f"ckpt={tiny_run}", "label=5", cwd=tmp_path)
+    assert code == 2 and "unconditional" in err and f"model=dcgan of {tiny_run / 'checkpoints' / 'last.pt'}" in err
+
+
+def test_version_and_completion_of_the_command_word(tmp_path, ganctl, capsys, monkeypatch):
+    import ganctl as package
+    assert ganctl("--version", cwd=tmp_path)[1].strip() == f"ganctl {package.__version__}"
+    monkeypatch.setenv("COMP_LINE", "ganctl tr")
+    assert ganctl("-sc", "query=bash", cwd=tmp_path)[1].split() == ["train"]
+    monkeypatch.setenv("COMP_LINE", "ganctl train mod")
+    assert ganctl("-sc", "query=bash", cwd=tmp_path)[1].split() == ["model.", "model="]  # not model_loss=

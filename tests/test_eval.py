@@ -2,6 +2,8 @@
 known (one that replays real images, one that draws a constant), training-time evals, and
 `ganctl eval` / `ganctl fit-classifier` end to end."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_ganctl, write_cifar10, write_mnist
+from conftest import REPO, run_ganctl, write_cifar10, write_mnist
 from ganctl.checkpoint import load_checkpoint
 from ganctl.classifier import classifier_path, load_or_fit, reference_data
 from ganctl.data import to_float
@@ -200,3 +202,32 @@ def test_evaluation_leaves_training_untouched(make_cfg, tmp_path, monkeypatch):
     G = {name: load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["G"] for name in ("fits", "cached", "off")}
     for name in ("cached", "off"):
         assert all(torch.equal(G["fits"][k], G[name][k]) for k in G["fits"]), name
+
+
+REAL_DATA = Path(os.environ.get("GANCTL_DATA", REPO.parent / "shared" / "data"))
+
+
+def test_the_shipped_classifier_is_the_recorded_file(tmp_path):
+    import hashlib
+
+    from ganctl.classifier import SHIPPED, SHIPPED_DIR, FeatureClassifier
+    entry = SHIPPED["mnist"]
+    data = (SHIPPED_DIR / entry["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    state = torch.load(SHIPPED_DIR / entry["file"], weights_only=True)
+    assert state["test_key"] == entry["test_key"] and state["num_classes"] == 10
+    FeatureClassifier(1, 10).load_state_dict(state["weights"])  # the network of this VERSION
+
+
+@pytest.mark.skipif(not (REAL_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file(), reason="no real MNIST")
+def test_real_mnist_gets_the_shipped_classifier_without_a_fit(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from ganctl import classifier
+    ref = reference_data(OmegaConf.create({"_target_": "ganctl.data.load_mnist", "root": str(REAL_DATA),
+                                           "download": False, "split": "train"}))
+    monkeypatch.setattr(classifier, "fit", lambda *a, **k: pytest.fail("fitted although one ships"))
+    clf, acc = load_or_fit(ref, "cpu")
+    assert acc == classifier.SHIPPED["mnist"]["test_acc"]
+    assert classifier.accuracy(clf, ref.test_x, ref.test_y) == pytest.approx(acc, abs=5e-5)  # as recorded
+    assert not classifier_path(ref).exists()  # nothing written to the cache

@@ -102,6 +102,8 @@ def train_app(cfg: DictConfig) -> float | None:
         ended_well = True
     except Exception as e:
         if not sweep_job or isinstance(e, Interrupted):  # Ctrl-C stops the whole sweep
+            if ours and ranks.is_main and not cfg.resume:
+                rundir.discard_failed_start(run_dir)
             report(e)
         # One failed job of a sweep is recorded and the sweep goes on (summary.md lists it).
         error = user_error(e)

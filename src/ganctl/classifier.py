@@ -13,6 +13,7 @@ changed dataset never meets a stale classifier.
 import hashlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -85,6 +86,16 @@ class Reference:
     num_classes: int
 
     @cached_property
+    def test_key(self) -> str:
+        """A fingerprint of the test split alone (every pixel and label), plus VERSION: what a shipped
+        classifier is matched by, since a dataset's published test split is the same for every user."""
+        h = hashlib.sha256(VERSION.encode())
+        for t in (self.test_x, self.test_y):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @cached_property
     def key(self) -> str:
         """Dataset name, shape and a fingerprint of the pixels and labels, plus VERSION."""
         h = hashlib.sha1(VERSION.encode())
@@ -137,7 +148,9 @@ def fit(ref: Reference, device, epochs: int = 3, batch_size: int = 128, lr: floa
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
     clf.train()
-    for step in range(total):
+    from tqdm import tqdm
+    for step in tqdm(range(total), desc="fit classifier", unit="step", leave=False,
+                     disable=not sys.stderr.isatty()):
         if step % per_epoch == 0:
             perm = torch.randperm(len(x_all), generator=g).to(device)
         i = step % per_epoch
@@ -154,9 +167,44 @@ def classifier_path(ref: Reference) -> Path:
     return cache_dir() / "classifiers" / f"{ref.key}.pt"
 
 
+# Classifiers that ship inside the package (benchmarks/ship_classifier.py writes them and prints their entries), so that a
+# first MNIST run fits nothing and every user's FIDs come from the same network. Each is matched
+# by its dataset's test split (MNIST's t10k is the published file everywhere) and checked by the
+# SHA-256 of its file.
+SHIPPED_DIR = Path(__file__).parent / "classifiers"
+SHIPPED = {
+    "mnist": {"file": "mnist.pt", "test_key": "5496f115dac9983f",
+              "sha256": "d49639ac570f7477ba0a1a69dcb744a083c56f7bfc6a115260882adadd8b08b5", "test_acc": 0.9913},
+}
+
+
+def shipped_classifier(ref: Reference) -> tuple[FeatureClassifier, float, str] | None:
+    """The shipped classifier for `ref`'s test split, its test accuracy and file; None where none ships."""
+    for entry in SHIPPED.values():
+        path = SHIPPED_DIR / entry["file"]
+        if entry["test_key"] != ref.test_key or not path.is_file():
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            log.warning("shipped classifier %s does not match its SHA-256; not using it", path)
+            return None
+        clf = FeatureClassifier(ref.train_x.shape[1], ref.num_classes)
+        clf.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["weights"])
+        return clf.eval(), entry["test_acc"], str(path)
+    return None
+
+
+def weights_tag(clf: FeatureClassifier) -> str:
+    """A short fingerprint of a classifier's weights: the real features it computed are cached under
+    it, so features never outlive the network that made them."""
+    h = hashlib.sha256()
+    for v in clf.state_dict().values():
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
 def load_or_fit(ref: Reference, device, refit: bool = False, **fit_kwargs) -> tuple[FeatureClassifier, float]:
-    """The cached classifier for `ref` (fitting and caching it first where there is none) and its
-    test accuracy."""
+    """The classifier for `ref` and its test accuracy: the one cached by `ganctl fit-classifier`,
+    else the one that ships for this dataset, else one fitted now (with a progress bar) and cached."""
     if ref.num_classes < 2:
         raise UserError(f"dataset {ref.name} has one class, so no classifier can be trained for its "
                         f"features; use eval.backbone=inception")
@@ -170,8 +218,12 @@ def load_or_fit(ref: Reference, device, refit: bool = False, **fit_kwargs) -> tu
         except Exception as e:  # a torn or foreign file: fit again rather than fail
             log.warning("cached classifier %s is unreadable (%s); fitting a new one", path,
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
-    log.info("fitting the feature classifier for %s on %d images (once; cached in %s)",
-             ref.name, len(ref.train_x), path.parent)
+    shipped = None if refit else shipped_classifier(ref)
+    if shipped:
+        clf, acc, _ = shipped
+        return clf.to(device), acc
+    log.info("fitting the feature classifier for %s on %d images, once (a few minutes on a CPU for "
+             "60,000 images; cached in %s)", ref.name, len(ref.train_x), path.parent)
     clf, acc = fit(ref, device, **fit_kwargs)
     save_checkpoint({"weights": clf.state_dict(), "test_acc": acc, "key": ref.key,
                      "num_classes": ref.num_classes}, path)

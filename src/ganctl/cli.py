@@ -100,15 +100,54 @@ def _sweep_jobs(args: list[str]) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def _check_train_config(args: list[str]) -> None:
-    """Compose the config as Hydra will and check its ranges, before Hydra creates a run directory,
-    so a bad value costs one line and leaves nothing behind. A sweep's jobs are composed one by one
-    (a typo in any refuses the sweep); their ranges are checked by each job, so that one bad value
-    fails its job only and the sweep goes on."""
+CONFIG_NAMES = {"train": "train", "sample": "sample", "eval": "eval", "fit-classifier": "fit_classifier"}
+
+
+def _flat_keys(node, prefix: str = "") -> list[str]:
+    """Every key path of a config, `a.b.c`, without resolving interpolations."""
+    from omegaconf import DictConfig
+    keys = []
+    for k in node.keys() if isinstance(node, DictConfig) else []:
+        path = f"{prefix}{k}"
+        keys.append(path)
+        child = node._get_node(k)
+        if isinstance(child, DictConfig):
+            keys += _flat_keys(child, f"{path}.")
+    return keys
+
+
+def _unknown_keys(cfg, parsed) -> list[str]:
+    """`key=value: no such key; did you mean ...?` for each override of a key the config lacks,
+    with `+`/`++` too (Hydra would add such a key silently, and the typo would change nothing)."""
+    import difflib
+    known = _flat_keys(cfg)
+    groups = _group_names()
+    errors = []
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_delete() or key.startswith("hydra") or "/" in key or o.package is not None or key in groups:
+            continue  # a config group (model=...): Hydra lists its options itself
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            errors.append(f"{o.input_line}: no such key" + (f"; did you mean {near[0]}?" if near else ""))
+    return errors
+
+
+def _group_names() -> set[str]:
+    import importlib.resources
+    return {d.name for d in importlib.resources.files("ganctl.conf").iterdir() if d.is_dir()}
+
+
+def _check_config(command: str, args: list[str]) -> None:
+    """Compose the command's config as Hydra will and check its keys and ranges first, so a
+    mistake costs one line and leaves nothing behind (Hydra's own errors span lines). A sweep's
+    jobs are composed one by one (a typo in any refuses the sweep); their ranges are checked by
+    each job, so that one bad value fails its job only and the sweep goes on."""
     multirun = "-m" in args or "--multirun" in args
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
-        return  # --help, --cfg ...: Hydra's own business
+        return  # --cfg, --info ...: Hydra's own business
     from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from ganctl import config
     config.register()
@@ -116,7 +155,14 @@ def _check_train_config(args: list[str]) -> None:
         jobs = _sweep_jobs(args) if multirun else [args]
         with initialize_config_module("ganctl.conf", version_base="1.3"):
             for job in jobs:
-                cfg = compose("train", overrides=[a for a in job if not a.lstrip("+").startswith("hydra")])
+                job = [a for a in job if not a.lstrip("+~").startswith("hydra") and not a.startswith("-")]
+                parsed = OverridesParser.create().parse_overrides(job)
+                groups = [o.input_line for o in parsed if o.key_or_group in _group_names() and o.package is None
+                          and not (o.is_add() or o.is_force_add() or o.is_delete())]
+                unknown = _unknown_keys(compose(CONFIG_NAMES[command], overrides=groups), parsed)
+                if unknown:
+                    _fail("; ".join(unknown))
+                cfg = compose(CONFIG_NAMES[command], overrides=job)
                 errors = [] if multirun else config.range_errors(cfg)
                 if errors:
                     _fail("; ".join(errors))
@@ -124,6 +170,26 @@ def _check_train_config(args: list[str]) -> None:
         raise
     except Exception as e:
         _fail(_one_line(e))
+
+
+def _help(command: str, args: list[str]) -> None:
+    """`ganctl <command> --help`, printed from the composed config: Hydra's own help also lists
+    every option of every config group first, which takes seconds."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf, open_dict
+
+    from ganctl import config
+    config.register()
+    overrides = [a for a in args if not a.startswith("-") and not a.lstrip("+").startswith("hydra")]
+    try:
+        with initialize_config_module("ganctl.conf", version_base="1.3"):
+            cfg = compose(CONFIG_NAMES[command], overrides=overrides, return_hydra_config=True)
+    except Exception as e:
+        _fail(_one_line(e))
+    template = cfg.hydra.help.template
+    with open_dict(cfg):
+        del cfg["hydra"]
+    print(template.replace("$CONFIG", OmegaConf.to_yaml(cfg)))
 
 
 def _saved_overrides(run_dir: Path) -> list[str]:
@@ -201,18 +267,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(args: list[str]) -> None:
     if "-sc" in args or "--shell-completion" in args:
-        from ganctl.apps import COMMANDS
-        # Completion: the typed line is in COMP_LINE, e.g. "ganctl train model=".
-        # Hydra would read the subcommand as an override, so it is routed and then removed.
-        words = os.environ.get("COMP_LINE", "").split()
-        command = words[1] if len(words) > 1 and words[1] in COMMANDS else "train"
-        if len(words) > 1 and words[1] in COMMANDS:
-            os.environ["COMP_LINE"] = " ".join([words[0]] + words[2:]) + (
-                " " if os.environ["COMP_LINE"].endswith(" ") else "")
-        if args and args[0] in COMMANDS:
-            args = args[1:]
-        sys.argv = [sys.argv[0]] + args
-        COMMANDS[command]()
+        return _complete(args)
+    if args[:1] in (["--version"], ["-V"]):
+        from ganctl import __version__
+        print(f"ganctl {__version__}")
         return
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
@@ -220,6 +278,8 @@ def _main(args: list[str]) -> None:
     command, rest = args[0], _plain_run_dir_keys(args[1:])
     if command not in COMMAND_NAMES:
         _fail(f"unknown command {command!r}; choose from {', '.join(COMMAND_NAMES)} (ganctl --help)")
+    if "--help" in rest or "-h" in rest:
+        return _help(command, rest)
     if command == "train":
         try:
             rest = _resume_args(rest)
@@ -228,8 +288,8 @@ def _main(args: list[str]) -> None:
             if not isinstance(e, UserError):
                 raise
             _fail(str(e))
-        _check_train_config(rest)
         rest = _torchrun_args(rest)
+    _check_config(command, rest)
     rest = _quote_paths(rest)
     from ganctl import apps, sweep
     apps.failed_jobs.clear()
@@ -243,6 +303,33 @@ def _main(args: list[str]) -> None:
 
 
 COMMAND_NAMES = ("train", "sample", "eval", "fit-classifier")
+
+
+def _complete(args: list[str]) -> None:
+    """Shell completion (`ganctl -sc install=bash`, then Hydra's query): the typed line is in
+    COMP_LINE. The first word completes to a command; after it Hydra completes the overrides,
+    with the subcommand routed and removed (Hydra would read it as an override) and the groups
+    that are not chosen by hand left out."""
+    import contextlib
+    import io
+
+    from ganctl import apps, config
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) == 1 or (len(words) == 2 and not line.endswith(" ")):
+        typed = words[1] if len(words) == 2 else ""
+        print(" ".join(c for c in COMMAND_NAMES if c.startswith(typed)))
+        return
+    command = words[1] if words[1] in COMMAND_NAMES else "train"
+    if words[1] in COMMAND_NAMES:
+        os.environ["COMP_LINE"] = " ".join([words[0]] + words[2:]) + (" " if line.endswith(" ") else "")
+    if args and args[0] in COMMAND_NAMES:
+        args = args[1:]
+    sys.argv = [sys.argv[0]] + args
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        apps.COMMANDS[command]()
+    print(" ".join(w for w in out.getvalue().split() if not w.startswith(config.NOT_CHOICES)))
 
 
 if __name__ == "__main__":

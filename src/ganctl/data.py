@@ -81,9 +81,13 @@ def _torchvision_images(cls, layout: str, root: str, download: bool, split: str,
     splits = {"train": [True], "test": [False], "all": [True, False]}[split]
     where = os.path.join(root, os.path.dirname(layout))
     state = "incomplete or corrupted" if os.path.isdir(where) else "not found"  # before a download makes it
+    made = [d for d in (where, os.path.dirname(where), root) if not os.path.isdir(d)]  # deepest first
     try:
         parts = [cls(root, train=train, download=download) for train in splits]
     except (RuntimeError, OSError) as e:
+        for d in made:  # a failed download leaves no empty folders behind
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
         why = (f"and could not be downloaded ({one_line(e)})" if download
                else "(dataset.download=false)")
         raise UserError(

@@ -49,6 +49,7 @@ def one_line(e: BaseException) -> str:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and e.filename:
             why += f" ({free_space(Path(e.filename).parent)} free there)"
         return f"cannot write {where}{why}" if e.errno in WRITE_ERRNOS else f"{where}{why}"
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = " ".join(lines)  # a message spread over lines, as one (a download's tries, say)
+    return (text[:397] + "...") if len(text) > 400 else text or type(e).__name__
 

@@ -18,7 +18,7 @@ import torch
 
 from ganctl import metrics
 from ganctl.checkpoint import save_checkpoint
-from ganctl.classifier import cache_dir, load_or_fit, reference_data
+from ganctl.classifier import cache_dir, load_or_fit, reference_data, weights_tag
 from ganctl.errors import Aborted, UserError, one_line
 from ganctl.sample import generate
 
@@ -89,7 +89,8 @@ class Evaluator:
 
     def _real_features(self):
         """Features, logits (of the backbone) and labels of the training split, cached on disk."""
-        path = cache_dir() / "features" / f"{self.backbone_name}-{self.ref.key}.pt"
+        made_by = weights_tag(self.classifier) if self.backbone_name == "classifier" else self.backbone_name
+        path = cache_dir() / "features" / f"{self.backbone_name}-{self.ref.key}-{made_by}.pt"
         if path.is_file():
             try:
                 s = torch.load(path, map_location="cpu", weights_only=True)
@@ -255,13 +256,18 @@ def run_eval(cfg) -> dict:
 
 def run_fit_classifier(cfg) -> None:
     """`ganctl fit-classifier`: fit and cache the feature classifier of a dataset."""
-    from ganctl.classifier import classifier_path
+    from ganctl.classifier import classifier_path, shipped_classifier
     from ganctl.train import resolve_device
     ref = reference_data(cfg.dataset)
     path = classifier_path(ref)
     if path.is_file() and not cfg.refit:
         _, acc = load_or_fit(ref, "cpu")
         print(f"{path} exists ({100 * acc:.2f}% test accuracy); refit=true fits it again")
+        return
+    shipped = None if cfg.refit else shipped_classifier(ref)
+    if shipped:
+        print(f"ganctl ships the classifier for this dataset ({shipped[2]}, {100 * shipped[1]:.2f}% test "
+              f"accuracy), so evals need no fit; refit=true fits one of your own, which evals then use")
         return
     _, acc = load_or_fit(ref, resolve_device(cfg.device, key="device"), refit=True, epochs=cfg.epochs,
                          batch_size=cfg.batch_size, seed=cfg.seed)

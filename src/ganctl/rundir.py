@@ -89,5 +89,26 @@ def newest_run(outputs: Path) -> Path:
     return max(lasts, key=lambda p: p.stat().st_mtime).parent.parent
 
 
+def discard_failed_start(run_dir: Path) -> None:
+    """A new run that failed before it trained leaves nothing behind: the files ganctl and Hydra
+    put into its directory go, and the directory too where nothing else is in it."""
+    run_dir = Path(run_dir)
+    if holds_run(run_dir):
+        return
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (run_dir / ".hydra" / name).unlink(missing_ok=True)
+    for folder in (run_dir / "tb", run_dir / ".hydra"):
+        if folder.is_dir() and all(p.name.startswith("events.out.tfevents") for p in folder.iterdir()):
+            for p in folder.iterdir():
+                p.unlink()
+            folder.rmdir()
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    left = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if [p.name for p in left] == ["train.log"]:  # Hydra's log of this job alone
+        left[0].unlink()
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
 def write_result(run_dir: Path, result: dict) -> None:
     (Path(run_dir) / RESULT_FILE).write_text(json.dumps(result, indent=1) + "\n")

@@ -108,16 +108,29 @@ def load_generator(state: dict, path: Path, which: str, device) -> torch.nn.Modu
     return G.to(device).eval()
 
 
+def unused_name(path: Path, *also: str) -> Path:
+    """`path`, or path_1, path_2, ... where it (or its sibling with a suffix in `also`) exists:
+    the default output never overwrites an earlier one (a named `out=` is the user's choice)."""
+    candidate, i = path, 0
+    while any(candidate.with_suffix(s).exists() for s in (path.suffix, *also)):
+        i += 1
+        candidate = path.with_name(f"{path.stem}_{i}{path.suffix}")
+    return candidate
+
+
 def sample(cfg: DictConfig) -> Path:
     ckpt_path = resolve_checkpoint(cfg.ckpt, cfg.outputs)
     state = load_checkpoint(ckpt_path)
     run_cfg = OmegaConf.create(state["cfg"])
     num_classes = state["data"]["num_classes"]
-    labels = requested_labels(cfg.label, num_classes)
+    try:
+        labels = requested_labels(cfg.label, num_classes)
+    except UserError as e:  # say which run was asked: with no ckpt= it is the newest
+        raise UserError(f"{e}; model={run_cfg.model.name} of {ckpt_path}") from None
     n = cfg.n if cfg.n is not None else (10 * num_classes if cfg.label is None and num_classes else 64)
     if n < 1:
         raise UserError(f"n={n}: ask for at least one image")
-    out = Path(cfg.out or "samples.png")
+    out = Path(cfg.out) if cfg.out else unused_name(Path("samples.png"))
     if out.suffix == ".png" and n > GRID_MAX and not cfg.interpolate:
         raise UserError(f"n={n} is too many for one PNG grid (at most {GRID_MAX}); write them with "
                         f"out=<name>.npz or out=<folder>")
@@ -141,7 +154,7 @@ def _interpolate(cfg, G, run_cfg, num_classes: int, ckpt_path: Path, step: int, 
     rows = cfg.n if cfg.n is not None else 8
     x = interpolate.paths(G, mode, rows, cfg.steps, given, num_classes, run_cfg.model.z_dim,
                           run_cfg.trainer.noise, cfg.seed, cfg.spherical, device)
-    png, gif = interpolate.write(x, Path(cfg.out or "interpolation.png"))
+    png, gif = interpolate.write(x, Path(cfg.out) if cfg.out else unused_name(Path("interpolation.png"), ".gif"))
     print(f"wrote {rows} {mode} interpolations of {cfg.steps} steps to {png} and {gif} "
           f"from {ckpt_path} (step {step})")
     return png

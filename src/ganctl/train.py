@@ -17,6 +17,7 @@ import os
 import random
 import shlex
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -423,7 +424,8 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
         if resume:
             train_log.truncate_after(start_step)
             eval_log.truncate_after(start_step)
-    evaluator = make_evaluator(cfg, device) if tcfg.eval_every and main else None
+    # The evaluator (a feature classifier, the real data's features) is built at the first eval.
+    evaluator, eval_on = None, bool(tcfg.eval_every) and main
 
     ema_stats_step = None  # the step whose G_ema weights its BatchNorm statistics belong to
 
@@ -462,7 +464,14 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
         """A few thousand samples of the EMA generator against the real features: Eval/* scalars,
         a line of eval.jsonl, and checkpoints/best.pt when FID improves."""
         from ganctl.evaluate import scalars
+        nonlocal evaluator, eval_on
         t0 = time.perf_counter()
+        if evaluator is None:
+            evaluator = make_evaluator(cfg, device)
+            wall["eval_setup"] = time.perf_counter() - t0
+            if evaluator is None:  # this dataset cannot have one (make_evaluator said why)
+                eval_on = False
+                return {}
         with rng_untouched(device):
             G_eval = averaged_G(step) if G_ema is not None else G
             result = evaluator.evaluate(G_eval, num_classes, z_dim, noise_kind, n=tcfg.eval_n, seed=tcfg.seed,
@@ -509,9 +518,10 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
     batches = real_batches(data, B, start_batch=start_batch)
     t_loop = t_last = time.perf_counter()
     step_last = start_step
-    wall = {"startup": t_loop - started, "eval": 0.0}  # seconds
-    bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not (tcfg.progress and main),
-               dynamic_ncols=True)
+    wall = {"startup": t_loop - started, "eval": 0.0, "eval_setup": 0.0}  # seconds
+    # A progress bar on a terminal; elsewhere (a log file, a cluster's output) a line per log step.
+    show_bar = tcfg.progress and main and sys.stderr.isatty()
+    bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not show_bar, dynamic_ncols=True)
 
     stop = StopSignals()
     try:
@@ -541,9 +551,13 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
                     for k, v in metrics.items():
                         writer.add_scalar(k, v, step)
                     train_log.append({"step": step, **metrics})
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")})
+                    losses = {k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")}
+                    bar.set_postfix(losses)
+                    if not show_bar and tcfg.progress:
+                        log.info("step %d/%d: %s, %.0f img/s", step, max_steps,
+                                 ", ".join(f"{k} {v}" for k, v in losses.items()), metrics["Time/img_per_s"])
                 check_finite(step, metrics)  # a checkpoint step always logs first, so this guards it
-            evaluating = evaluator is not None and (step % tcfg.eval_every == 0 or step == max_steps)
+            evaluating = eval_on and (step % tcfg.eval_every == 0 or step == max_steps)
             sampling = main and (step % tcfg.sample_every == 0 or last)
             saving = step % tcfg.ckpt_every == 0 or last
             if evaluating or sampling or saving:
@@ -583,8 +597,9 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
         log.info("best FID %.4g at step %d: %s", best["fid"], best["step"], ckpt_dir / "best.pt")
     wall["end"] = time.perf_counter() - t_loop_end
     log.info("wall time %.1f s: start-up %.1f s (imports, config, data, networks), training loop "
-             "%.1f s (quick evals %.1f s of it), end %.1f s (curves, progress.gif)",
-             wall["startup"] + wall["loop"] + wall["end"], wall["startup"], wall["loop"], wall["eval"], wall["end"])
+             "%.1f s (quick evals %.1f s of it, %.1f s of those to set them up: feature classifier, real "
+             "features), end %.1f s (curves, progress.gif)", wall["startup"] + wall["loop"] + wall["end"],
+             wall["startup"], wall["loop"], wall["eval"], wall["eval_setup"], wall["end"])
     result = {"step": max_steps, **metrics, **eval_metrics, **{f"Time/{k}_s": v for k, v in wall.items()}}
     if main:  # what a sweep's summary table reads
         rundir.write_result(run_dir, result)
