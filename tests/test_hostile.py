@@ -273,6 +273,8 @@ def test_resume_under_an_awkward_path_also_with_the_printed_command(tmp_path, ga
     code, _, err = ganctl(*command[1:], cwd=tmp_path, env={"GANCTL_DATA": str(data_root)})
     assert code == 0, err
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 4
+    code, _, err = ganctl("sample", f"ckpt={run_dir}", f"out={run_dir.parent / 'a (1).png'}", "n=4", cwd=tmp_path)
+    assert code == 0 and (run_dir.parent / "a (1).png").is_file(), err
 
 
 def test_ctrl_c_while_importing_is_one_line(tmp_path):

@@ -27,7 +27,6 @@ examples:
 """
 
 
-
 def _fail(message: str, code: int = 2):
     print(f"ganctl: error: {message}", file=sys.stderr)
     raise SystemExit(code)
@@ -289,8 +288,8 @@ def _main(args: list[str]) -> None:
                 raise
             _fail(str(e))
         rest = _torchrun_args(rest)
-    _check_config(command, rest)
     rest = _quote_paths(rest)
+    _check_config(command, rest)
     from ganctl import apps, sweep
     apps.failed_jobs.clear()
     sweep.failed_jobs.clear()

@@ -560,8 +560,8 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
             evaluating = eval_on and (step % tcfg.eval_every == 0 or step == max_steps)
             sampling = main and (step % tcfg.sample_every == 0 or last)
             saving = step % tcfg.ckpt_every == 0 or last
-            if evaluating or sampling or saving:
-                check_weights(step)
+            if saving or last or step % tcfg.sample_every == 0 or (tcfg.eval_every and step % tcfg.eval_every == 0):
+                check_weights(step)  # on every rank at the same steps, so that all stop together
             if evaluating:
                 try:
                     eval_metrics = quick_eval(step)
