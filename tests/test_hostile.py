@@ -1,7 +1,6 @@
 """Hostile files and real faults: a crafted checkpoint or overrides file never runs code, a run
 directory has one writer, NaN weights never become a checkpoint, a full disk or a failed sweep job
 loses nothing, and awkward paths resume."""
-import errno
 import os
 import shlex
 import signal
@@ -237,7 +236,7 @@ def test_a_real_full_disk_is_one_line_and_keeps_a_resumable_checkpoint(small_dis
     run_dir = small_disk / "run"  # a tiny dcgan checkpoint is 2.7 MB: the second one cannot fit
     code, out, err = ganctl("train", *cli_args(data_root), "trainer.max_steps=4", "trainer.ckpt_every=1",
                             "trainer.keep_ckpts=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    line = one_line_error(code, err, f"could not write checkpoint {run_dir}", "free there")
+    one_line_error(code, err, f"could not write checkpoint {run_dir}", "free there")
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] >= 1
 

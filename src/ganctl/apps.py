@@ -2,7 +2,6 @@
 plain function that does the work. cli.py routes the command line here."""
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import ganctl
 from ganctl import config
-from ganctl.errors import Interrupted, UserError, one_line
+from ganctl.errors import Interrupted, UserError, fail, one_line
 
 log = logging.getLogger("ganctl")
 config.register()
@@ -21,11 +20,6 @@ config.register()
 # Sweep jobs of this process that failed (the summary callback also counts those of other
 # processes from their result.json): `ganctl train -m` then exits non-zero.
 failed_jobs: list[str] = []
-
-
-def fail(message: str, code: int = 2):
-    print(f"ganctl: error: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def user_error(e: BaseException) -> UserError | None:

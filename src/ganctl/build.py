@@ -70,7 +70,7 @@ def plain(node) -> dict:
     return node
 
 
-def _private_keys(value, path: str) -> list[str]:
+def private_keys(value, path: str) -> list[str]:
     """Every key below `value` that starts with `_`: Hydra's instantiate reads those as orders."""
     found = []
     if isinstance(value, dict):
@@ -78,10 +78,10 @@ def _private_keys(value, path: str) -> list[str]:
             key = f"{path}.{k}"
             if str(k).startswith("_"):
                 found.append(key)
-            found += _private_keys(v, key)
+            found += private_keys(v, key)
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            found += _private_keys(v, f"{path}[{i}]")
+            found += private_keys(v, f"{path}[{i}]")
     return found
 
 
@@ -94,7 +94,7 @@ def build(node, role: str, **extra):
     kwargs = dict(kwargs)
     target = kwargs.pop("_target_", None)
     partial = kwargs.pop("_partial_", False) if role == "optimizer" else False
-    bad = _private_keys(kwargs, role)
+    bad = private_keys(kwargs, role)
     if bad:
         raise UserError(f"{', '.join(bad)}: keys starting with '_' are not allowed in {role}; "
                         f"refusing to build it (a config from a file must never run code)")

@@ -7,9 +7,10 @@ overrides, -m, --cfg, --help, hydra.run.dir=... and shell completion all keep wo
 """
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
+
+from ganctl.errors import fail
 
 USAGE = """usage: ganctl <command> [overrides] [hydra options]
 
@@ -25,11 +26,6 @@ examples:
   ganctl sample label=5 n=64 out=fives.png
   ganctl eval ckpt=outputs/<day>/<run> n=10000
 """
-
-
-def _fail(message: str, code: int = 2):
-    print(f"ganctl: error: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def _hydra_argv(args: list[str]) -> list[str]:
@@ -160,15 +156,15 @@ def _check_config(command: str, args: list[str]) -> None:
                           and not (o.is_add() or o.is_force_add() or o.is_delete())]
                 unknown = _unknown_keys(compose(CONFIG_NAMES[command], overrides=groups), parsed)
                 if unknown:
-                    _fail("; ".join(unknown))
+                    fail("; ".join(unknown))
                 cfg = compose(CONFIG_NAMES[command], overrides=job)
                 errors = [] if multirun else config.range_errors(cfg)
                 if errors:
-                    _fail("; ".join(errors))
+                    fail("; ".join(errors))
     except SystemExit:
         raise
     except Exception as e:
-        _fail(_one_line(e))
+        fail(_one_line(e))
 
 
 def _help(command: str, args: list[str]) -> None:
@@ -184,7 +180,7 @@ def _help(command: str, args: list[str]) -> None:
         with initialize_config_module("ganctl.conf", version_base="1.3"):
             cfg = compose(CONFIG_NAMES[command], overrides=overrides, return_hydra_config=True)
     except Exception as e:
-        _fail(_one_line(e))
+        fail(_one_line(e))
     template = cfg.hydra.help.template
     with open_dict(cfg):
         del cfg["hydra"]
@@ -195,7 +191,7 @@ def _saved_overrides(run_dir: Path) -> list[str]:
     """The overrides a run was started with (its .hydra/overrides.yaml), to replay on resume. The
     file may come from anyone: an override that names a `_`-key (`_target_`, `_args_`, ...), in
     its key or inside its value, could make Hydra run code, and is refused."""
-    from ganctl.build import _private_keys
+    from ganctl.build import private_keys
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         return []
@@ -207,13 +203,13 @@ def _saved_overrides(run_dir: Path) -> list[str]:
             raise ValueError("not a list of key=value strings")
         parsed = OverridesParser.create().parse_overrides(items)
     except Exception as e:
-        _fail(f"{saved} is not a run's list of overrides ({_one_line(e)}); nothing was resumed")
+        fail(f"{saved} is not a run's list of overrides ({_one_line(e)}); nothing was resumed")
     kept = []
     for text, o in zip(items, parsed):
         names = re.split(r"[./@]", f"{o.key_or_group}@{o.package or ''}")
         value = None if o.is_sweep_override() else o.value()
-        if o.is_sweep_override() or any(n.startswith("_") for n in names) or _private_keys(value, ""):
-            _fail(f"{saved}: refusing to replay {text!r}: a run's saved overrides may not name keys "
+        if o.is_sweep_override() or any(n.startswith("_") for n in names) or private_keys(value, ""):
+            fail(f"{saved}: refusing to replay {text!r}: a run's saved overrides may not name keys "
                   f"starting with '_' or sweep (they could make Hydra run code); nothing was resumed")
         if names[0] not in ("hydra", "resume") and "hydra" not in names:
             kept.append(text)
@@ -229,13 +225,13 @@ def _resume_args(args: list[str]) -> list[str]:
         return args
     from ganctl.rundir import newest_run
     if "-m" in args or "--multirun" in args:
-        _fail("resume= continues one run and cannot be combined with -m")
+        fail("resume= continues one run and cannot be combined with -m")
     if any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
-        _fail("resume= already names the run directory; drop hydra.run.dir=")
+        fail("resume= already names the run directory; drop hydra.run.dir=")
     value = values[-1].strip("'\"") if values[-1][:1] in "'\"" and values[-1][-1:] == values[-1][:1] else values[-1]
     run_dir = newest_run(Path("outputs")) if value.lower() == "true" else Path(value).expanduser()
     if not (run_dir / "checkpoints" / "last.pt").is_file():
-        _fail(f"resume={value}: no checkpoints/last.pt in {run_dir.resolve()}")
+        fail(f"resume={value}: no checkpoints/last.pt in {run_dir.resolve()}")
     original = _saved_overrides(run_dir)
     run_dir = hydra_quote(str(run_dir.resolve()))
     rest = [a for a in args if not a.startswith("resume=")]
@@ -248,7 +244,7 @@ def _torchrun_args(args: list[str]) -> list[str]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return args
     if "-m" in args or "--multirun" in args:
-        _fail("torchrun runs one training on many processes and cannot run a sweep (-m): every "
+        fail("torchrun runs one training on many processes and cannot run a sweep (-m): every "
               "rank would run all of its jobs; sweep with ganctl train -m and a launcher instead")
     if int(os.environ.get("RANK", "0")) == 0:
         return args
@@ -276,7 +272,7 @@ def _main(args: list[str]) -> None:
         return
     command, rest = args[0], _plain_run_dir_keys(args[1:])
     if command not in COMMAND_NAMES:
-        _fail(f"unknown command {command!r}; choose from {', '.join(COMMAND_NAMES)} (ganctl --help)")
+        fail(f"unknown command {command!r}; choose from {', '.join(COMMAND_NAMES)} (ganctl --help)")
     if "--help" in rest or "-h" in rest:
         return _help(command, rest)
     if command == "train":
@@ -286,7 +282,7 @@ def _main(args: list[str]) -> None:
             from ganctl.errors import UserError
             if not isinstance(e, UserError):
                 raise
-            _fail(str(e))
+            fail(str(e))
         rest = _torchrun_args(rest)
     rest = _quote_paths(rest)
     _check_config(command, rest)
@@ -297,7 +293,7 @@ def _main(args: list[str]) -> None:
     apps.COMMANDS[command]()
     failed = sorted(set(apps.failed_jobs) | set(sweep.failed_jobs)) if command == "train" else []
     if failed:
-        _fail(f"{len(failed)} sweep job(s) failed ({', '.join(failed)}); each one's error is in its "
+        fail(f"{len(failed)} sweep job(s) failed ({', '.join(failed)}); each one's error is in its "
               f"result.json and in summary.md", 1)
 
 

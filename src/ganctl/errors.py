@@ -1,6 +1,7 @@
 """User mistakes become one line on stderr and a non-zero exit, never a traceback."""
 import errno
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -14,6 +15,12 @@ class Interrupted(UserError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+def fail(message: str, code: int = 2):
+    """The one line a user gets for a mistake, and the exit."""
+    print(f"ganctl: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
 
 
 class Aborted(Exception):
