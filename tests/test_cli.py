@@ -230,3 +230,14 @@ def test_version_and_completion_of_the_command_word(tmp_path, ganctl, capsys, mo
     assert ganctl("-sc", "query=bash", cwd=tmp_path)[1].split() == ["train"]
     monkeypatch.setenv("COMP_LINE", "ganctl train mod")
     assert ganctl("-sc", "query=bash", cwd=tmp_path)[1].split() == ["model.", "model="]  # not model_loss=
+
+
+def test_off_a_terminal_training_logs_a_line_per_log_step_instead_of_a_bar(tmp_path, ganctl, data_root):
+    from conftest import SHRINK
+    code, out, err = ganctl("train", *SHRINK, "trainer.progress=true", "trainer.max_steps=2",
+                            f"dataset.root={data_root}", "dataset.download=false", "model.G.ngf=8", "model.D.ndf=8",
+                            f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert code == 0, err
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "step 1/2: Loss/D" in log and "step 2/2: Loss/D" in log
+    assert "\r" not in out + err and "it/s" not in out + err  # no tqdm redraws in a log
