@@ -216,6 +216,8 @@ def test_a_failed_checkpoint_write_keeps_last_pt_and_leaves_no_temporary_file(ma
 def test_a_resumed_run_removes_the_temporary_files_of_a_killed_writer(tiny_run, make_cfg):
     stale = tiny_run / "checkpoints" / ".last.pt.k1ll3d.tmp"
     stale.write_bytes(b"half a checkpoint")
+    with open(tiny_run / "metrics.jsonl", "a") as f:  # lines no run writes: skipped, not a traceback
+        f.write('[1, 2]\n{"step": "x"}\n')
     train(make_cfg("trainer.max_steps=3", f"resume={tiny_run}"), tiny_run)
     assert not stale.exists() and load_checkpoint(tiny_run / "checkpoints" / "last.pt")["step"] == 3
 
@@ -312,6 +314,7 @@ def test_a_signal_during_a_quick_eval_abandons_it_saves_and_stops(make_cfg, tmp_
     (lambda s: s.update(step="x"), "step='x' is not a count"),
     (lambda s: s["cfg"]["model"].pop("G"), "cfg.model is not a model config"),
     (lambda s: s.update(G_ema=[1, 2]), "G_ema is not a state_dict of tensors"),
+    (lambda s: s.update(rng={"torch": "seed"}), "rng is not a saved random state"),
     (lambda s: s["data"].update(img_size=10**6), "data.img_size=1000000 is not in [1, 4096]"),
     # Widths that would need terabytes: refused from shapes alone, before any memory is taken.
     (lambda s: s["cfg"]["model"]["G"].update(ngf=10**7), "G_ema does not fit the network its saved config"),

@@ -117,6 +117,12 @@ def shape_errors(state: dict) -> list[str]:
     for name in ("opt_G", "opt_D", "data", "cfg"):
         if not isinstance(state[name], dict):
             errors.append(f"{name} is not a dict")
+    rng = state["rng"] if isinstance(state["rng"], dict) else {}
+    if not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
+            and isinstance(rng.get("cuda", []), list)):
+        errors.append("rng is not a saved random state")
+    if not isinstance(state.get("best", {}), dict):
+        errors.append("best is not a dict")
     for name in ("step", "epoch", "batch"):
         if not _is_int(state[name], 0, 2**62):
             errors.append(f"{name}={state[name]!r} is not a count")

@@ -26,9 +26,11 @@ class JsonLines:
         records = []
         for line in self.path.read_text().splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:  # a line torn by a kill: skip it
                 continue
+            if isinstance(record, dict) and isinstance(record.get("step", 0), int):
+                records.append(record)
         return records
 
     def truncate_after(self, step: int) -> None:
