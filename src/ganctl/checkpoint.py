@@ -112,7 +112,8 @@ def shape_errors(state: dict) -> list[str]:
     errors = []
     for name in ("G", "D", "G_ema"):
         sd = state.get(name, {})
-        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        tensors = isinstance(sd, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items())
+        if not tensors:
             errors.append(f"{name} is not a state_dict of tensors")
     for name in ("opt_G", "opt_D", "data", "cfg"):
         if not isinstance(state[name], dict):

@@ -167,10 +167,10 @@ def classifier_path(ref: Reference) -> Path:
     return cache_dir() / "classifiers" / f"{ref.key}.pt"
 
 
-# Classifiers that ship inside the package (benchmarks/ship_classifier.py writes them and prints their entries), so that a
-# first MNIST run fits nothing and every user's FIDs come from the same network. Each is matched
-# by its dataset's test split (MNIST's t10k is the published file everywhere) and checked by the
-# SHA-256 of its file.
+# Classifiers that ship inside the package (benchmarks/ship_classifier.py writes them and prints
+# their entries), so that a first MNIST run fits nothing and every user's FIDs come from the same
+# network. Each is matched by its dataset's test split (MNIST's t10k is the published file
+# everywhere) and checked by the SHA-256 of its file.
 SHIPPED_DIR = Path(__file__).parent / "classifiers"
 SHIPPED = {
     "mnist": {"file": "mnist.pt", "test_key": "5496f115dac9983f",
