@@ -230,6 +230,9 @@ def test_version_and_completion_of_the_command_word(tmp_path, ganctl, capsys, mo
     assert ganctl("-sc", "query=bash", cwd=tmp_path)[1].split() == ["train"]
     monkeypatch.setenv("COMP_LINE", "ganctl train mod")
     assert ganctl("-sc", "query=bash", cwd=tmp_path)[1].split() == ["model.", "model="]  # not model_loss=
+    monkeypatch.delenv("COMP_LINE")
+    code, out, _ = ganctl("-sc", "install=bash", cwd=tmp_path)
+    assert code == 0 and "complete" in out  # the snippet for ~/.bashrc
 
 
 def test_off_a_terminal_training_logs_a_line_per_log_step_instead_of_a_bar(tmp_path, ganctl, data_root):

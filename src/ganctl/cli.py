@@ -309,7 +309,11 @@ def _complete(args: list[str]) -> None:
     import io
 
     from ganctl import apps, config
-    line = os.environ.get("COMP_LINE", "")
+    line = os.environ.get("COMP_LINE")
+    if line is None:  # install=bash, uninstall=bash: Hydra prints the shell's snippet
+        sys.argv = [sys.argv[0]] + [a for a in args if a not in COMMAND_NAMES]
+        apps.COMMANDS["train"]()
+        return
     words = line.split()
     if len(words) == 1 or (len(words) == 2 and not line.endswith(" ")):
         typed = words[1] if len(words) == 2 else ""
