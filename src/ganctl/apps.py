@@ -44,10 +44,7 @@ def report(e: Exception):
 
 
 def report_user_errors(fn, cfg):
-    """fn(cfg) once cfg's values are in range; a user's mistake is one line."""
-    errors = config.range_errors(cfg)
-    if errors:
-        fail("; ".join(errors))
+    """fn(cfg); a user's mistake is one line (cli checked the config's keys and ranges before)."""
     try:
         return fn(cfg)
     except Exception as e:
