@@ -50,8 +50,9 @@ from torch.utils.flop_counter import flop_registry
 from ganctl import config
 from ganctl.build import build
 from ganctl.data import load_mnist
-from ganctl.train import (build_discriminator, build_generator, build_loss, build_step, cudnn_autotuner,
-                          ema_after_step, real_batches, resolve_device)
+from ganctl.models import build_discriminator, build_generator, build_loss, build_step
+from ganctl.runtime import cudnn_autotuner, resolve_device
+from ganctl.train import real_batches
 
 MNIST_TRAIN = 60_000
 
@@ -110,7 +111,7 @@ def ganctl_step(cfg, device, data):
     info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
     torch.manual_seed(0)
-    step, G_ema = build_step(cfg, info, loss, device, autocast)
+    step, ema = build_step(cfg, info, loss, device, autocast)
     batches = real_batches(data, tcfg.batch_size)
     count = [0]
 
@@ -121,8 +122,8 @@ def ganctl_step(cfg, device, data):
             reals.append((x, y if num_classes else None))
         step(reals)
         count[0] += 1
-        if G_ema is not None:
-            ema_after_step(G_ema, step.G, count[0], tcfg)
+        if ema is not None:
+            ema.update(step.G, count[0])
     return run, loss.n_critic
 
 
@@ -208,9 +209,9 @@ def reference_step(cfg, device, root: str):
     if len(dataset) < cfg.trainer.batch_size:
         raise SystemExit(f"bench: {len(dataset)} training images, fewer than a batch of {cfg.trainer.batch_size}")
     loader = DataLoader(dataset, batch_size=cfg.trainer.batch_size, shuffle=True, drop_last=True)
-    loss = build(cfg.loss, "loss")
     conditional, z_dim = cfg.model.conditional, cfg.model.z_dim
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if conditional else 0}
+    loss = build(cfg.loss, "loss", label_smoothing=0.0, aux_weight=0.0)  # the tutorial's: no AC-GAN head
     G, D = networks(cfg, device, info, loss)
     wgan_gp = type(loss).__name__ == "WGANGP"
     n_critic = loss.n_critic if wgan_gp else 1
@@ -274,7 +275,8 @@ def measure(model, loss, batch, args, device, variants, peaks: dict) -> list[dic
     for _ in range(args.rounds):
         for name, fn in loops.items():
             # As each loop runs it: ganctl train as its config says, the tutorials leave it off.
-            torch.backends.cudnn.benchmark = name != "reference" and cudnn_autotuner(device, cfgs[name].trainer)
+            torch.backends.cudnn.benchmark = (name != "reference"
+                                              and cudnn_autotuner(device, cfgs[name].trainer.deterministic))
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             seconds[name].append(timers[name](fn))

@@ -1,5 +1,5 @@
 """Write the MNIST feature classifier that ships inside the package, and print its SHIPPED entry
-for src/ganctl/classifiers.py's table (file digest, test-split fingerprint, test accuracy).
+for ganctl/classifier.py's table (file digest, test-split fingerprint, test accuracy).
 
     GANCTL_DATA=../shared/data python benchmarks/ship_classifier.py     # fits once, or reads the cache
 
@@ -11,7 +11,8 @@ import os
 import torch
 from omegaconf import OmegaConf
 
-from ganctl.classifier import SHIPPED_DIR, classifier_path, fit, reference_data
+from ganctl.build import reference_data
+from ganctl.classifier import SHIPPED_DIR, classifier_path, fit
 
 
 def main() -> None:

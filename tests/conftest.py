@@ -143,13 +143,53 @@ def make_cfg(data_root):
     return make
 
 
-def run_ganctl(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
-    """Run the installed `ganctl` command as a user types it."""
+def run_ganctl(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, process: bool = False):
+    """`ganctl *args` in `cwd` -> CompletedProcess(returncode, stdout, stderr). In this process
+    (cli.main, no interpreter start-up) unless `process=True`: the installed console script in a
+    process of its own, for what needs the boundary (signals, the entry point, launchers)."""
+    if not process:
+        return _in_process(list(args), cwd, env or {})
     exe = Path(sys.executable).parent / "ganctl"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ganctl"]
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([*cmd, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _in_process(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """cli.main(args) with the working directory, environment, argv, streams and logging of a
+    fresh process, all restored afterwards."""
+    import contextlib
+    import io
+    import warnings
+
+    from ganctl.cli import main
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update({k: str(v) for k, v in env.items()})
+    sys.argv = ["ganctl"]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                main(args)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for h in root.handlers[:]:  # Hydra configured logging for the job: its handlers hold the streams
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["ganctl", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -170,44 +210,34 @@ def _torch_threads():
     torch.set_num_threads(2)
 
 
-@pytest.fixture()
-def tiny_run(make_cfg, tmp_path, data_root) -> Path:
-    """A finished tiny dcgan run (two steps) with the .hydra/overrides.yaml a CLI run has."""
-    run_dir = tmp_path / "run"
-    train(make_cfg(), run_dir)
+@pytest.fixture(scope="session")
+def _tiny_run_once(data_root, tmp_path_factory) -> Path:
+    """The tiny run, trained once per test session (tiny_run hands out copies)."""
+    config.register()
+    with initialize_config_module("ganctl.conf", version_base="1.3"):
+        overrides = [*SHRINK, *TINY_MODEL["dcgan"], f"dataset.root={data_root}", "dataset.download=false"]
+        cfg = compose("train", overrides=overrides)
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    train(cfg, run_dir)
     (run_dir / ".hydra").mkdir()
-    overrides = [*SHRINK, *TINY_MODEL["dcgan"], f"dataset.root={data_root}", "dataset.download=false"]
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     return run_dir
 
 
 @pytest.fixture()
-def ganctl(capsys, monkeypatch):
-    """ganctl(*args, cwd=dir) -> (exit code, stdout, stderr): the console script's main() in this
-    process, for CLI checks where no process boundary is the point."""
-    from ganctl.cli import main
+def tiny_run(_tiny_run_once, tmp_path) -> Path:
+    """A finished tiny dcgan run (two steps) with the .hydra/overrides.yaml a CLI run has: a copy
+    of one trained once per session, so a test may change it."""
+    import shutil
+    return Path(shutil.copytree(_tiny_run_once, tmp_path / "run"))
 
+
+@pytest.fixture()
+def ganctl():
+    """ganctl(*args, cwd=dir, env=None) -> (exit code, stdout, stderr), in this process."""
     def run(*args: str, cwd: Path, env: dict | None = None):
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["ganctl"])
-        for k, v in (env or {}).items():
-            monkeypatch.setenv(k, v)
-        capsys.readouterr()
-        root = logging.getLogger()
-        handlers, level = root.handlers[:], root.level
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:  # Hydra configured logging for the job: its handlers write to files and captured streams
-            for h in root.handlers[:]:
-                if h not in handlers:
-                    root.removeHandler(h)
-                    h.close()
-            root.setLevel(level)
-        out, err = capsys.readouterr()
-        return code, out, err
+        result = _in_process(list(args), cwd, env or {})
+        return result.returncode, result.stdout, result.stderr
     return run
 
 

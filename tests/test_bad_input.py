@@ -57,7 +57,7 @@ def test_codes_need_an_unconditional_model(make_cfg, tmp_path):
 def test_empty_folder_and_unreadable_images(tmp_path, caplog):
     (tmp_path / "empty" / "cats").mkdir(parents=True)
     with pytest.raises(UserError, match="no images"):
-        load_folder(str(tmp_path / "empty"))
+        load_folder(str(tmp_path / "empty"), img_size=32, channels=3, num_workers=0)
     images = tmp_path / "bad" / "cats"
     images.mkdir(parents=True)
     from PIL import Image
@@ -68,12 +68,12 @@ def test_empty_folder_and_unreadable_images(tmp_path, caplog):
     (images / "truncated.png").write_bytes(good[:len(good) // 2])  # parses, but cannot be decoded
     os.mkfifo(images / "fifo.png")  # a special file: reading it would wait forever
     with caplog.at_level("WARNING"):
-        assert len(load_folder(str(tmp_path / "bad"))) == 3
+        assert len(load_folder(str(tmp_path / "bad"), img_size=32, channels=3, num_workers=0)) == 3
     assert "skipping 2 of 5 image files" in caplog.text and "broken.png" in caplog.text
     for i in range(3):
         (images / f"{i}.png").unlink()
     with pytest.raises(UserError, match=r"none of the 2 image files under .* can be decoded"):
-        load_folder(str(tmp_path / "bad"))
+        load_folder(str(tmp_path / "bad"), img_size=32, channels=3, num_workers=0)
 
 
 def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -93,6 +93,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
 
 
+@pytest.mark.processes
 def test_a_kill_at_any_moment_of_a_save_leaves_a_loadable_checkpoint(tmp_path):
     script = (f"import torch, sys; sys.path.insert(0, {str(checkpoint.__file__.rsplit('/ganctl/', 1)[0])!r})\n"
               "from ganctl.checkpoint import save_checkpoint\n"
@@ -102,11 +103,13 @@ def test_a_kill_at_any_moment_of_a_save_leaves_a_loadable_checkpoint(tmp_path):
               "    i += 1\n")
     for delay in (0.9, 1.3, 1.7):
         proc = subprocess.Popen([sys.executable, "-c", script])
-        while not (tmp_path / "last.pt").exists():
-            time.sleep(0.01)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:  # the writer loops forever: never leave it behind, whatever happens here
+            while not (tmp_path / "last.pt").exists():
+                time.sleep(0.01)
+            time.sleep(delay)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         state = torch.load(tmp_path / "last.pt", weights_only=True)
         assert torch.all(state["w"] == state["i"])  # whole, not torn
 

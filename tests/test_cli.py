@@ -148,7 +148,7 @@ def test_existing_run_directory_is_refused_before_hydra_touches_it(trained):
 
 
 def test_help_lists_config_groups_and_cfg_job_prints_the_config(tmp_path):
-    result = run_ganctl("train", "--help", cwd=tmp_path)
+    result = run_ganctl("train", "--help", cwd=tmp_path, process=True)  # the console script itself
     assert result.returncode == 0
     for group in ("model", "loss", "dataset", "optimizer", "trainer"):
         assert f"{group}:" in result.stdout

@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 
 from conftest import GROUPS, options
 from ganctl.losses import Loss
-from ganctl.train import build_discriminator, build_generator
+from ganctl.models import build_discriminator, build_generator, build_loss
 
 
 def test_every_group_has_options():
@@ -19,14 +19,16 @@ def test_model_options(make_cfg, model):
     cfg = make_cfg(f"model={model}")
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if cfg.model.conditional else 0}
     G, D = build_generator(cfg.model, info), build_discriminator(cfg.model, info, per_sample=False)
-    assert G(torch.randn(2, cfg.model.z_dim), torch.tensor([0, 1]) if info["num_classes"] else None).shape == (2, 1, 28, 28)
+    y = torch.tensor([0, 1]) if info["num_classes"] else None
+    fake = G(torch.randn(2, cfg.model.z_dim), y)
+    assert fake.shape == (2, 1, 28, 28) and D(fake, y).shape == (2,)
     assert cfg.model.name == model
 
 
 @pytest.mark.parametrize("loss", options("loss"))
 def test_loss_options(make_cfg, loss):
     cfg = make_cfg(f"loss={loss}")
-    fn = instantiate(cfg.loss)
+    fn = build_loss(cfg, 0)
     assert isinstance(fn, Loss)
     assert fn.n_critic == (5 if loss.startswith("wgan") else 1)
 

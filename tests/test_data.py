@@ -69,7 +69,7 @@ def test_mnist_splits(data_root):
 
 def test_missing_data_says_where_it_looked_and_how_to_point_elsewhere(tmp_path):
     with pytest.raises(UserError) as e:
-        load_mnist(str(tmp_path / "nowhere"), download=False)
+        load_mnist(str(tmp_path / "nowhere"), download=False, split="train")
     message = str(e.value)
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
     assert "GANCTL_DATA" in message and "dataset.root" in message
@@ -91,7 +91,7 @@ def test_cifar10_is_read_channel_first_with_its_labels(tmp_path, cifar_files_pas
 def test_cifar10_files_that_fail_their_checksums_are_refused_in_one_line(tmp_path):
     write_cifar10(tmp_path)  # not the published files: torchvision's MD5 check refuses them
     with pytest.raises(UserError) as e:
-        load_cifar10(str(tmp_path), download=False)
+        load_cifar10(str(tmp_path), download=False, split="train")
     message = str(e.value)
     assert f"incomplete or corrupted in {tmp_path / 'cifar-10-batches-py'}" in message
     assert "GANCTL_DATA" in message
@@ -107,5 +107,5 @@ def test_a_failed_download_says_not_found_even_after_it_made_the_folder(tmp_path
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", failing_download)
     with pytest.raises(UserError) as e:
-        load_mnist(str(tmp_path), download=True)
+        load_mnist(str(tmp_path), download=True, split="train")
     assert f"MNIST not found in {tmp_path / 'MNIST' / 'raw'} and could not be downloaded (Error downloading" in str(e.value)

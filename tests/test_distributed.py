@@ -39,6 +39,7 @@ def weights(run: Path) -> dict:
     return {f"{net}.{k}": v for net in ("G", "D", "G_ema") for k, v in state[net].items()}
 
 
+@pytest.mark.processes
 def test_two_ranks_share_a_run_resume_and_equal_one_process_at_twice_the_batch(data_root, tmp_path):
     common = [*SHRINK, *PLAIN_MLP, f"dataset.root={data_root}", "dataset.download=false"]
     # With the quick eval on: rank 0 evaluates alone while the others wait.
@@ -65,7 +66,7 @@ def test_two_ranks_share_a_run_resume_and_equal_one_process_at_twice_the_batch(d
     assert evals == ['{"step": 2', '{"step": 4'] and (run / "checkpoints" / "best.pt").is_file()
 
     single = run_ganctl("train", *common, "trainer.batch_size=16", "trainer.max_steps=4",
-                        f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
+                        f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path, process=True)
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = weights(run), weights(tmp_path / "single")
     assert a.keys() == b.keys()
@@ -99,6 +100,7 @@ def _differ_worker(rank: int, init_file: str, perturb: bool, out: str):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("perturb", [False, True])
 def test_replica_check_finds_one_differing_weight(tmp_path, perturb):
     mp.spawn(_differ_worker, args=(str(tmp_path / "init"), perturb, str(tmp_path / "out")), nprocs=2)
@@ -106,6 +108,7 @@ def test_replica_check_finds_one_differing_weight(tmp_path, perturb):
     assert found == {"1" if perturb else "0"}  # every rank learns the same count
 
 
+@pytest.mark.processes
 def test_sync_bn_on_cpu_ranks_is_refused_in_one_line(data_root, tmp_path):
     result = torchrun(*SHRINK, "model=dcgan", *TINY_MODEL["dcgan"], "trainer.sync_bn=true",
                       f"dataset.root={data_root}", "dataset.download=false", cwd=tmp_path)

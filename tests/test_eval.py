@@ -13,9 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import REPO, run_ganctl, write_cifar10, write_mnist
 from ganctl.checkpoint import load_checkpoint
-from ganctl.classifier import classifier_path, load_or_fit, reference_data
+from ganctl.build import reference_data
+from ganctl.classifier import classifier_path, load_or_fit
 from ganctl.data import to_float
-from ganctl.evaluate import Evaluator
+from ganctl.evaluator import Evaluator
 from ganctl.train import train
 
 
@@ -74,7 +75,7 @@ def test_classifier_learns_the_classes_and_is_cached_under_a_data_key(bigger_mni
 
 
 def test_real_images_score_near_the_floor_and_a_constant_scores_badly(bigger_mnist):
-    ev = Evaluator(mnist_cfg(bigger_mnist), "cpu")
+    ev = Evaluator(reference_data(mnist_cfg(bigger_mnist)), "cpu")
     ref = ev.ref
     real = ev.evaluate(ReplayG(ref.train_x, ref.train_y), 10, 8, "normal", n=300, full=True)["metrics"]
     const = ev.evaluate(ConstantG(ref.train_x[0]), 0, 8, "normal", n=300, full=True)["metrics"]
@@ -93,8 +94,8 @@ def test_real_images_score_near_the_floor_and_a_constant_scores_badly(bigger_mni
 
 def test_cifar10_gets_an_rgb_classifier_and_real_images_score_well(tmp_path, cifar_files_pass_their_checksums):
     write_cifar10(tmp_path, per_batch=40, n_test=50)
-    ev = Evaluator(OmegaConf.create({"_target_": "ganctl.data.load_cifar10", "root": str(tmp_path),
-                                     "download": False, "split": "train"}), "cpu")
+    ev = Evaluator(reference_data(OmegaConf.create({"_target_": "ganctl.data.load_cifar10", "root": str(tmp_path),
+                                                    "download": False, "split": "train"})), "cpu")
     assert ev.ref.train_x.shape[1:] == (3, 32, 32) and ev.ref.key.startswith("cifar10-3x32x32-")
     real = ev.evaluate(ReplayG(ev.ref.train_x, ev.ref.train_y), 10, 8, "normal", n=100)["metrics"]
     assert real["label_acc"]["value"] > 0.9  # a square per class, in its own place and channel

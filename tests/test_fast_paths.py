@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
-from ganctl.train import build_generator, build_step, train
+from ganctl.models import build_generator, build_loss, build_step
+from ganctl.train import train
 
 STEPS = 3
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -28,7 +28,7 @@ def run_steps(cfg, device="cpu") -> list[float]:
     NHWC-vs-NCHW rounding over 15 critic updates past rtol 1e-4 (measured 2.5e-4)."""
     cfg.optimizer.lr_g = cfg.optimizer.lr_d = 2e-4
     torch.manual_seed(0)
-    loss = instantiate(cfg.loss)
+    loss = build_loss(cfg, 0)
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if cfg.model.conditional else 0}
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16")
     step, _ = build_step(cfg, info, loss, torch.device(device), autocast)

@@ -159,16 +159,16 @@ def test_checkpoint_files_get_the_mode_of_the_other_outputs(cli_run):
 
 def poison_G_at(monkeypatch, bad_step: int):
     """Make G's weights NaN right after training step `bad_step` (a divergence between two logs)."""
-    from ganctl import train as train_module
-    original = train_module.ema_after_step
+    from ganctl.ema import AveragedGenerator
+    original = AveragedGenerator.update
 
-    def ema_after_step(G_ema, G, step, tcfg):
+    def update(self, G, step):
         if step == bad_step:
             with torch.no_grad():
                 next(G.parameters()).fill_(float("nan"))
-        original(G_ema, G, step, tcfg)
+        original(self, G, step)
 
-    monkeypatch.setattr(train_module, "ema_after_step", ema_after_step)
+    monkeypatch.setattr(AveragedGenerator, "update", update)
 
 
 def test_nan_weights_never_become_best_pt_or_a_checkpoint(make_cfg, tmp_path, monkeypatch):
@@ -260,10 +260,10 @@ def test_a_sweep_with_a_typo_in_any_job_is_refused_before_it_starts(tmp_path, ga
 
 
 def test_resume_under_an_awkward_path_also_with_the_printed_command(tmp_path, ganctl, data_root, monkeypatch):
-    from ganctl import train as train_module
+    from ganctl.runtime import StopSignals
     run_dir = tmp_path / "runs (1), a=b ü's" / "run"
     # Stop at the first step as SIGTERM would, to get the command ganctl prints for continuing.
-    monkeypatch.setattr(train_module.StopSignals, "install", lambda self: setattr(self, "signum", signal.SIGTERM))
+    monkeypatch.setattr(StopSignals, "install", lambda self: setattr(self, "signum", signal.SIGTERM))
     code, _, err = ganctl("train", *cli_args(data_root), "trainer.max_steps=4", f"hydra.run.dir={run_dir}",
                           cwd=tmp_path)
     line = one_line_error(code, err, "interrupted by SIGTERM at step 1")

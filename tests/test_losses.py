@@ -5,7 +5,21 @@ import pytest
 import torch
 from torch import nn
 
-from ganctl.losses import BCE, LSGAN, WGAN, WGANGP, Hinge, gradient_penalty
+from hydra import compose, initialize_config_module
+
+from ganctl import config
+from ganctl.build import build
+from ganctl.losses import gradient_penalty
+
+
+
+def shipped(name: str, **kwargs):
+    """The loss `ganctl train loss=<name>` builds (conf/loss/<name>.yaml), with `kwargs` on top."""
+    config.register()
+    with initialize_config_module("ganctl.conf", version_base="1.3"):
+        node = compose("train", overrides=[f"loss={name}"]).loss
+    return build(node, "loss", **{"label_smoothing": 0.0, "aux_weight": 0.0, **kwargs})
+
 
 REAL, FAKE = [2.0, -1.0], [0.5, -3.0]  # logits D gives to two real and two fake samples
 
@@ -33,7 +47,7 @@ def losses_of(loss):
 
 
 def test_bce_non_saturating_by_hand():
-    d, g, stats = losses_of(BCE())
+    d, g, stats = losses_of(shipped("bce"))
     # -log sigmoid(r) = softplus(-r);  -log(1 - sigmoid(f)) = softplus(f)
     assert d == pytest.approx(mean([softplus(-r) for r in REAL]) + mean([softplus(f) for f in FAKE]), rel=1e-6)
     assert g == pytest.approx(mean([softplus(-f) for f in FAKE]), rel=1e-6)
@@ -42,13 +56,13 @@ def test_bce_non_saturating_by_hand():
 
 
 def test_bce_saturating_minimax_by_hand():
-    _, g, _ = losses_of(BCE(saturating=True))
+    _, g, _ = losses_of(shipped("bce", saturating=True))
     # G minimises log(1 - sigmoid(f)) = -softplus(f)
     assert g == pytest.approx(mean([-softplus(f) for f in FAKE]), rel=1e-6)
 
 
 def test_bce_one_sided_label_smoothing_by_hand():
-    d, g, _ = losses_of(BCE(label_smoothing=0.1))
+    d, g, _ = losses_of(shipped("bce", label_smoothing=0.1))
     t = 0.9  # real target; fake targets stay 0
     real_term = mean([t * softplus(-r) + (1 - t) * softplus(r) for r in REAL])
     assert d == pytest.approx(real_term + mean([softplus(f) for f in FAKE]), rel=1e-6)
@@ -56,32 +70,33 @@ def test_bce_one_sided_label_smoothing_by_hand():
 
 
 def test_lsgan_by_hand():
-    d, g, _ = losses_of(LSGAN())
+    d, g, _ = losses_of(shipped("lsgan"))
     assert d == pytest.approx(0.5 * mean([(r - 1) ** 2 for r in REAL]) + 0.5 * mean([f ** 2 for f in FAKE]))
     assert g == pytest.approx(0.5 * mean([(f - 1) ** 2 for f in FAKE]))
-    d_smooth, _, _ = losses_of(LSGAN(label_smoothing=0.2))
+    d_smooth, _, _ = losses_of(shipped("lsgan", label_smoothing=0.2))
     assert d_smooth == pytest.approx(0.5 * mean([(r - 0.8) ** 2 for r in REAL]) + 0.5 * mean([f ** 2 for f in FAKE]))
 
 
 def test_wgan_by_hand_and_clipping():
-    d, g, _ = losses_of(WGAN())
+    d, g, _ = losses_of(shipped("wgan"))
     assert d == pytest.approx(mean(FAKE) - mean(REAL))
     assert g == pytest.approx(-mean(FAKE))
     critic = nn.Linear(3, 2)
     nn.init.constant_(critic.weight, 0.5)
     nn.init.constant_(critic.bias, -0.3)
-    WGAN(clip=0.01).after_d_step(critic)
+    shipped("wgan", clip=0.01).after_d_step(critic)
     assert critic.weight.max().item() == pytest.approx(0.01)
     assert critic.bias.min().item() == pytest.approx(-0.01)
 
 
 def test_hinge_by_hand():
-    d, g, _ = losses_of(Hinge())
+    d, g, _ = losses_of(shipped("hinge"))
     assert d == pytest.approx(mean([max(0, 1 - r) for r in REAL]) + mean([max(0, 1 + f) for f in FAKE]))
     assert g == pytest.approx(-mean(FAKE))
 
 
-@pytest.mark.parametrize("loss", [BCE(), LSGAN(), WGAN(), Hinge(), BCE(saturating=True)],
+@pytest.mark.parametrize("loss", [shipped("bce"), shipped("lsgan"), shipped("wgan"), shipped("hinge"),
+                                  shipped("bce", saturating=True)],
                          ids=["bce", "lsgan", "wgan", "hinge", "bce_saturating"])
 def test_signs_a_better_discriminator_has_lower_loss_and_fooling_it_lowers_g_loss(loss):
     # An undecided discriminator (logits between the LSGAN targets 0 and 1), nudged by 0.3:
@@ -106,14 +121,15 @@ def cross_entropy(logits, label) -> float:
     return math.log(sum(math.exp(v) for v in logits)) - logits[label]
 
 
-@pytest.mark.parametrize("loss", [BCE(aux_weight=0.5), WGANGP(aux_weight=0.5)], ids=["bce", "wgan_gp"])
-def test_auxiliary_classifier_adds_weighted_cross_entropy_by_hand(loss):
+@pytest.mark.parametrize("name", ["bce", "wgan_gp"])
+def test_auxiliary_classifier_adds_weighted_cross_entropy_by_hand(name):
+    loss = shipped(name, aux_weight=0.5)
     # Real rows: logit, two class logits; D's classifier learns from real images, G from fakes.
     real, fake = torch.tensor([[2.0, 1.0, -1.0], [-1.0, 0.0, 3.0]]), torch.tensor([[0.5, 2.0, 0.0], [-3.0, 0.0, 0.0]])
     y = torch.tensor([0, 1])
     d, stats = loss.d_loss(FirstPixelWithClasses(), real, fake, y)
     g = loss.g_loss(FirstPixelWithClasses(), fake, y)
-    base = type(loss)()
+    base = shipped(name)
     d0, stats0 = base.d_loss(FirstPixel(), real, fake)
     g0 = base.g_loss(FirstPixel(), fake)
     ce_real = mean([cross_entropy([1.0, -1.0], 0), cross_entropy([0.0, 3.0], 1)])
@@ -156,7 +172,7 @@ def test_wgan_gp_adds_weighted_penalty_and_draws_one_coefficient_per_sample():
 
     torch.manual_seed(0)
     real, fake = torch.randn(16, 1, 4, 4), torch.randn(16, 1, 4, 4)
-    d, stats = WGANGP(gp_weight=10.0).d_loss(Recorder(2.0), real, fake)
+    d, stats = shipped("wgan_gp", gp_weight=10.0).d_loss(Recorder(2.0), real, fake)
     wgan_part = 2.0 * (fake.flatten(1).norm(dim=1).mean() - real.flatten(1).norm(dim=1).mean())
     assert stats["Loss/GP"].item() == pytest.approx(1.0, rel=1e-4)  # (2 - 1)^2
     assert d.item() == pytest.approx(wgan_part.item() + 10.0 * 1.0, rel=1e-4)
@@ -168,18 +184,19 @@ def test_wgan_gp_adds_weighted_penalty_and_draws_one_coefficient_per_sample():
 
 
 def test_only_the_penalised_critic_asks_for_per_sample_normalisation():
-    assert WGANGP().per_sample_critic
-    assert not any(loss.per_sample_critic for loss in (BCE(), LSGAN(), WGAN(), Hinge()))
+    assert shipped("wgan_gp").per_sample_critic
+    assert not any(shipped(name).per_sample_critic for name in ("bce", "lsgan", "wgan", "hinge"))
 
 
-@pytest.mark.parametrize("loss", [BCE(aux_weight=0.5), WGANGP(aux_weight=0.5)], ids=["bce", "wgan_gp"])
-def test_information_term_adds_cross_entropy_on_the_codes_of_fakes_by_hand(loss):
+@pytest.mark.parametrize("name", ["bce", "wgan_gp"])
+def test_information_term_adds_cross_entropy_on_the_codes_of_fakes_by_hand(name):
+    loss = shipped(name, aux_weight=0.5)
     # InfoGAN: D's code head and G both learn to read G's codes from fakes; real images have none.
     real, fake = torch.tensor([[2.0, 1.0, -1.0], [-1.0, 0.0, 3.0]]), torch.tensor([[0.5, 2.0, 0.0], [-3.0, 0.0, 1.0]])
     codes = torch.tensor([1, 0])
     d, stats = loss.d_loss(FirstPixelWithClasses(), real, fake, None, codes)
     g = loss.g_loss(FirstPixelWithClasses(), fake, None, codes)
-    base = type(loss)()
+    base = shipped(name)
     d0, _ = base.d_loss(FirstPixel(), real, fake)
     g0 = base.g_loss(FirstPixel(), fake)
     ce_fake = mean([cross_entropy([2.0, 0.0], 1), cross_entropy([0.0, 1.0], 0)])

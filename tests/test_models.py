@@ -1,13 +1,12 @@
 """Every model's shapes at 28x28x1 and 32x32x3, label dependence, init and critic norms."""
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torch.nn.utils import parametrize
 
 from conftest import options
 from ganctl.nets import dcgan
-from ganctl.train import build_discriminator, build_generator
+from ganctl.models import build_discriminator, build_generator, build_loss
 
 SIZES = [(1, 28), (3, 32)]
 
@@ -75,7 +74,7 @@ def test_dcgan_init_is_normal_with_std_002(make_cfg):
 def test_gradient_penalty_critic_gets_per_sample_norm_without_being_asked(make_cfg, model):
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if model == "cdcgan" else 0}
     gp_cfg = make_cfg(f"model={model}", "loss=wgan_gp")
-    loss = instantiate(gp_cfg.loss)
+    loss = build_loss(gp_cfg, 0)
     critic = build_discriminator(gp_cfg.model, info, per_sample=loss.per_sample_critic)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
     assert any(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in critic.modules())
@@ -86,13 +85,13 @@ def test_gradient_penalty_critic_gets_per_sample_norm_without_being_asked(make_c
     assert torch.allclose(critic(x, y)[:1], alone, atol=1e-5)
 
     bce_cfg = make_cfg(f"model={model}", "loss=bce")
-    D = build_discriminator(bce_cfg.model, info, per_sample=instantiate(bce_cfg.loss).per_sample_critic)
+    D = build_discriminator(bce_cfg.model, info, per_sample=build_loss(bce_cfg, 0).per_sample_critic)
     assert any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
 
 
 def critic_norms(make_cfg, model, loss_name):
     cfg = make_cfg(f"model={model}", f"loss={loss_name}")
-    loss = instantiate(cfg.loss)
+    loss = build_loss(cfg, 0)
     D = build_discriminator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 0},
                             per_sample=loss.per_sample_critic, clipped=loss.clipped_critic)
     return {type(m).__name__ for m in D.modules() if "Norm" in type(m).__name__}
@@ -163,7 +162,7 @@ def test_minibatch_std_is_turned_off_under_a_gradient_penalty(make_cfg, caplog):
     info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
     for loss_name, expected in (("bce", True), ("wgan_gp", False)):
         cfg = make_cfg("model=dcgan", f"loss={loss_name}", "model.D.mbstd=true")
-        loss = instantiate(cfg.loss)
+        loss = build_loss(cfg, 0)
         D = build_discriminator(cfg.model, info, per_sample=loss.per_sample_critic)
         assert any(isinstance(m, MinibatchStd) for m in D.modules()) == expected
         assert D(torch.randn(8, 1, 28, 28)).shape == (8,)
@@ -209,7 +208,8 @@ def test_spectral_norm_holds_every_discriminator_layer_at_unit_gain(make_cfg, mo
 
 
 def test_packed_discriminator_scores_each_pack_from_all_its_members():
-    D = dcgan.Discriminator(1, 28, pack=2).eval()  # eval: BatchNorm's running statistics, no mixing
+    # eval: BatchNorm's running statistics, no mixing
+    D = dcgan.Discriminator(1, 28, ndf=64, norm="batch", mbstd=False, spectral_norm=False, pack=2).eval()
     x = torch.randn(6, 1, 28, 28)
     out = D(x)
     assert out.shape == (3,)  # one logit per pack of two consecutive samples
@@ -224,7 +224,7 @@ def test_packed_discriminator_scores_each_pack_from_all_its_members():
 def test_packing_is_turned_off_under_a_gradient_penalty(make_cfg, caplog):
     info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
     cfg = make_cfg("model=dcgan", "loss=wgan_gp", "model.D.pack=2")
-    D = build_discriminator(cfg.model, info, per_sample=instantiate(cfg.loss).per_sample_critic)
+    D = build_discriminator(cfg.model, info, per_sample=build_loss(cfg, 0).per_sample_critic)
     assert D(torch.randn(4, 1, 28, 28)).shape == (4,)
     assert "pack is off" in caplog.text
 

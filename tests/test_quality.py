@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
-from conftest import REPO, options, run_ganctl
+from conftest import options, run_ganctl
 
 DATA = os.environ.get("GANCTL_DATA")
 pytestmark = [pytest.mark.slow,
@@ -24,34 +23,13 @@ pytestmark = [pytest.mark.slow,
 # (the WGAN papers and StudioGAN count generator iterations the same way). That is 2 epochs for the
 # losses with one D update a step and 10 epochs of critic data for wgan and wgan_gp (5 each).
 CHECKED_STEPS = 936
-# Every model x loss pair trains the checked steps where that takes about a minute on a 2-core CPU
-# (the MLP models with one D update a step); the others train SHORT_STEPS so that CI fits in its
-# time on the slower machines (a conv pair's 936 steps take 6-28 minutes, an MLP pair's with 5 D
-# updates 4-8). The MLP pairs with 5 D updates also run the checked steps under the `long` marker,
-# left out of CI: `-m slow` runs them, `-m "slow and not long"` is what CI runs.
-SHORT_STEPS = 100
-MLP_MODELS = ("gan", "cgan")
+# The guard over every other model x loss pair: GUARD_STEPS, enough to show a NaN or a collapse
+# and cheap enough for CI. What each pair reaches at the checked steps is measured by
+# benchmarks/quality.py (docs/results.md's first table), not here.
+GUARD_STEPS = 100
 # The pairs that the bar's own runs (the fixtures below) train with the shipped defaults
-# (loss=bce): the matrix judges those runs, at the checked steps, instead of training them again.
+# (loss=bce): the guard judges those runs instead of training them again.
 BAR_RUNS = {("cdcgan", "bce"): "cdcgan_2_epochs", ("dcgan", "bce"): "dcgan_2_epochs"}
-
-
-def n_critic(loss: str) -> int:
-    return OmegaConf.load(REPO / "conf" / "loss" / f"{loss}.yaml").get("n_critic", 1)
-
-
-def pair_cases():
-    """(model, loss, steps) for every pair, with the long runs marked."""
-    for model, loss in itertools.product(options("model"), options("loss")):
-        if (model, loss) in BAR_RUNS:
-            yield model, loss, CHECKED_STEPS
-        elif model not in MLP_MODELS:
-            yield model, loss, SHORT_STEPS
-        elif n_critic(loss) == 1:
-            yield model, loss, CHECKED_STEPS
-        else:
-            yield model, loss, SHORT_STEPS
-            yield pytest.param(model, loss, CHECKED_STEPS, marks=pytest.mark.long)
 
 
 @pytest.fixture(scope="module")
@@ -112,37 +90,21 @@ def test_dcgan_draws_every_digit_in_near_equal_shares(dcgan_2_epochs):
     assert m["label_tv"] <= 0.1
 
 
-@pytest.mark.parametrize("model,loss,steps", list(pair_cases()))
-def test_every_model_and_loss_trains_without_nan_or_collapse(real_cache, tmp_path, request, model, loss, steps):
-    # A NaN stops training with a non-zero exit, which train_and_eval asserts against.
+@pytest.mark.parametrize("model,loss", list(itertools.product(options("model"), options("loss"))))
+def test_every_model_and_loss_trains_without_nan_or_collapse(real_cache, tmp_path, request, ganctl, model, loss):
     if (model, loss) in BAR_RUNS:
-        m, _, run_dir = request.getfixturevalue(BAR_RUNS[model, loss])
-    else:  # the quick evals during training are not what is judged here: off, to save CI's time
-        m, _, run_dir = train_and_eval(tmp_path, f"model={model}", f"loss={loss}", f"trainer.max_steps={steps}",
-                                       "trainer.eval_every=null", n=2000)
-    assert m["fid"] == m["fid"]  # finite metrics from finite images
+        run_dir = request.getfixturevalue(BAR_RUNS[model, loss])[2]
+    else:  # in this process (no process boundary is the point); a NaN stops training with exit 1
+        run_dir = tmp_path / "run"
+        code, _, err = ganctl("train", f"model={model}", f"loss={loss}", f"trainer.max_steps={GUARD_STEPS}",
+                              "trainer.eval_every=null", "trainer.sample_every=1000", "dataset.download=false",
+                              "trainer.progress=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert code == 0, err[-2000:]
     # Mode collapse makes the samples alike: their per-pixel spread across samples falls towards 0
     # (real MNIST on the [-1, 1] scale: 0.38 over all images, 0.19-0.36 within one digit). Early,
-    # noisy generators still vary; a collapsed one does not. A conditional G that ignores z draws
-    # one image per label: there the spread within each label is what falls (cgan+lsgan at Adam
-    # 1e-3 did that: 0.06).
-    r = run_ganctl("sample", f"ckpt={run_dir}", "n=500", "out=s.npz", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    # noisy generators still vary; a collapsed one does not.
+    code, _, err = ganctl("sample", f"ckpt={run_dir}", "n=500", "out=s.npz", cwd=tmp_path)
+    assert code == 0, err
     arrays = np.load(tmp_path / "s.npz")
     images = arrays["images"].astype(np.float32) / 127.5 - 1
     assert images.std(axis=0).mean() >= 0.15
-    if model not in MLP_MODELS or steps < CHECKED_STEPS:
-        return  # after 100 steps a G is still forming: one blob per label, digits read as one class
-    conditional = model == "cgan"
-    spreads = [images[arrays["labels"] == k].std(axis=0).mean() for k in range(10)] if conditional else []
-    varied = not conditional or np.mean(spreads) >= 0.1
-    # After 936 steps the MLP models draw digits of every kind: rough, but the classifier reads
-    # their labels (cgan: label accuracy 68-87% with bce, hinge, lsgan, wgan_gp; gan: label TV
-    # 0.10-0.32; docs/results.md).
-    formed = m["label_acc"] >= 0.5 if conditional else m["label_tv"] <= 0.5
-    # cgan+lsgan was fragile at Adam 1e-3 (label accuracy 17-74%, within-label spread 0.09 at this
-    # test's seed); at cgan's 5e-4: 79%, 78%, 68% on seeds 0-2, spread 0.21-0.23.
-    # cgan+wgan followed its labels 44-64% of the time (seeds 0-2) at cgan's own aux_weight; its
-    # pair defaults (conf/model_loss/cgan_wgan.yaml) double it: 80-85%, within-label spread 0.14-0.19.
-    assert varied, f"within-label spread {np.round(spreads, 3)}"
-    assert formed, {k: m[k] for k in ("label_tv", "label_acc") if k in m}

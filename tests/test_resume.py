@@ -93,10 +93,12 @@ def wait_for_checkpoint(run_dir, proc, min_step: int, timeout: float = 120) -> i
     raise AssertionError("no checkpoint in time")
 
 
+@pytest.mark.processes
 def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, data_root):
     env = {"GANCTL_DATA": str(data_root)}
     args = [*SMALL_DCGAN, *RUN, "trainer.max_steps=120", "trainer.ckpt_every=7"]
-    straight = run_ganctl("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path, env=env)
+    straight = run_ganctl("train", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path, env=env,
+                          process=True)  # as the killed run below: a process of its own, its threads
     assert straight.returncode == 0, straight.stderr
 
     run_dir = tmp_path / "killed"
@@ -108,7 +110,7 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path
     killed_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
     assert killed_at < 120
 
-    resumed = run_ganctl("train", f"resume={run_dir}", cwd=tmp_path, env=env)
+    resumed = run_ganctl("train", f"resume={run_dir}", cwd=tmp_path, env=env, process=True)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_state(load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"),
                       load_checkpoint(run_dir / "checkpoints" / "last.pt"))
@@ -118,6 +120,7 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path
     assert steps == sorted(set(steps)) and steps[-1] == 120  # no duplicate points after the resume
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finishes_the_step_saves_and_exits_non_zero(tmp_path, data_root, sig):
     run_dir = tmp_path / "run"

@@ -9,7 +9,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import options
 from ganctl.checkpoint import REQUIRED_KEYS, load_checkpoint
 from ganctl.errors import UserError
-from ganctl.train import build_generator, ema_decay_at, ema_update, fixed_inputs, standing_stats, train
+from ganctl.ema import ema_decay_at, ema_update, standing_stats
+from ganctl.models import build_generator
+from ganctl.train import fixed_inputs, train
 
 
 @pytest.mark.parametrize("model,loss", list(itertools.product(options("model"), options("loss"))))

@@ -1,6 +1,6 @@
 """Evaluation of a generator against its dataset, shared by `ganctl eval` and the training loop.
 
-    ev = Evaluator(dataset_cfg, device)                   # classifier + cached real features
+    ev = Evaluator(reference, device)                      # classifier + cached real features
     result = ev.evaluate(G, num_classes, z_dim, noise, n=10_000)
     print(format_table(result))
 
@@ -18,11 +18,12 @@ import torch
 
 from ganctl import metrics
 from ganctl.checkpoint import save_checkpoint
-from ganctl.classifier import cache_dir, load_or_fit, reference_data, weights_tag
-from ganctl.errors import Aborted, UserError, one_line
-from ganctl.sample import generate
+from ganctl.classifier import Reference, cache_dir, load_or_fit, weights_tag
+from ganctl.errors import Aborted, UserError
+from ganctl.generate import generate
 
 log = logging.getLogger(__name__)
+
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name
 
@@ -58,11 +59,11 @@ class InceptionBackbone:
 
 
 class Evaluator:
-    def __init__(self, dataset_cfg, device, backbone: str = "classifier",
+    def __init__(self, ref: Reference, device, backbone: str = "classifier",
                  inception_weights: str | None = None):
         backbone = getattr(backbone, "value", backbone)  # the config's str Enum, or a str
         self.device = torch.device(device)
-        self.ref = reference_data(dataset_cfg)
+        self.ref = ref
         self.num_classes = self.ref.num_classes
         self.backbone_name = backbone
         # The classifier backbone needs the classifier (load_or_fit refuses a one-class dataset);
@@ -206,69 +207,3 @@ def format_table(result: dict) -> str:
         lines.append(f"feature classifier {result['classifier_key']}: "
                      f"{100 * result['classifier_test_acc']:.2f}% test accuracy")
     return "\n".join(lines)
-
-
-def eval_checkpoint_path(ckpt: str | None, which: str, outputs: str) -> Path:
-    """`which=best` takes checkpoints/best.pt of a run directory where the run kept one."""
-    from ganctl.checkpoint import resolve_checkpoint
-    if which not in ("best", "last"):
-        raise UserError(f"which={which}: choose best or last")
-    last = resolve_checkpoint(ckpt, outputs)
-    named_a_file = ckpt is not None and Path(ckpt).expanduser().is_file()
-    best = last.with_name("best.pt")
-    return best if which == "best" and not named_a_file and best.is_file() else last
-
-
-def run_eval(cfg) -> dict:
-    """`ganctl eval`: metrics of one checkpoint, printed and written to <run>/eval.json."""
-    import json
-
-    from omegaconf import OmegaConf
-
-    from ganctl.checkpoint import load_checkpoint
-    from ganctl.sample import load_generator
-    from ganctl.train import resolve_device
-
-    if cfg.generator not in ("ema", "raw"):
-        raise UserError(f"generator={cfg.generator}: must be ema or raw")
-    path = eval_checkpoint_path(cfg.ckpt, cfg.which, cfg.outputs)
-    state = load_checkpoint(path)
-    run_cfg = OmegaConf.create(state["cfg"])
-    device = resolve_device(cfg.device, key="device")
-    which = "G_ema" if cfg.generator == "ema" and "G_ema" in state else "G"
-    G = load_generator(state, path, which, device)
-    ev = Evaluator(run_cfg.dataset, device, cfg.eval.backbone, cfg.eval.inception_weights)
-    result = ev.evaluate(G, state["data"]["num_classes"], run_cfg.model.z_dim, run_cfg.trainer.noise,
-                         n=cfg.n, seed=cfg.seed, full=True)
-    result = {"checkpoint": str(path.resolve()), "step": state["step"],
-              "generator": which, **result}
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    out = run_dir / "eval.json"
-    print(f"{path} (step {state['step']}, {result['generator']})")
-    print(format_table(result), flush=True)  # before the write, which may fail: the table is not lost
-    try:
-        out.write_text(json.dumps(result, indent=2))
-    except OSError as e:
-        raise UserError(f"the table above was computed but {one_line(e)}") from None
-    print(f"wrote {out}")
-    return result
-
-
-def run_fit_classifier(cfg) -> None:
-    """`ganctl fit-classifier`: fit and cache the feature classifier of a dataset."""
-    from ganctl.classifier import classifier_path, shipped_classifier
-    from ganctl.train import resolve_device
-    ref = reference_data(cfg.dataset)
-    path = classifier_path(ref)
-    if path.is_file() and not cfg.refit:
-        _, acc = load_or_fit(ref, "cpu")
-        print(f"{path} exists ({100 * acc:.2f}% test accuracy); refit=true fits it again")
-        return
-    shipped = None if cfg.refit else shipped_classifier(ref)
-    if shipped:
-        print(f"ganctl ships the classifier for this dataset ({shipped[2]}, {100 * shipped[1]:.2f}% test "
-              f"accuracy), so evals need no fit; refit=true fits one of your own, which evals then use")
-        return
-    _, acc = load_or_fit(ref, resolve_device(cfg.device, key="device"), refit=True, epochs=cfg.epochs,
-                         batch_size=cfg.batch_size, seed=cfg.seed)
-    print(f"wrote {path}: {100 * acc:.2f}% accuracy on {len(ref.test_x)} test images")

@@ -11,8 +11,8 @@ from ganctl.nets.layers import ConcatEmbedding, ProjectionHead, spectral_norm_al
 class Generator(nn.Module):
     """z (B, z_dim) [+ label] -> image (B, C, H, W) in [-1, 1]."""
 
-    def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0,
-                 hidden=(256, 512, 1024), norm: str = "batch", embed_dim: int = 10):
+    def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0, *,
+                 hidden: list[int], norm: str, embed_dim: int):
         super().__init__()
         if norm not in ("batch", "none"):
             raise ValueError(f"MLP generator norm must be batch or none, got {norm!r}")
@@ -37,18 +37,16 @@ class Discriminator(nn.Module):
     """image (B, C, H, W) [+ label] -> logit (B,). norm: `none` or `layer` (LayerNorm after
     each hidden Linear); never BatchNorm, so it suits every loss."""
 
-    @staticmethod
-    def auto_norm(per_sample: bool, clipped: bool) -> str:
-        """model.D.norm=auto: LayerNorm under weight clipping, none otherwise. Clipped weights
-        shrink the activations of every unnormalised layer until the critic is nearly linear,
-        and a linear critic teaches G only the mean image (a grey blob of a digit)."""
-        return "layer" if clipped else "none"
-
-    def __init__(self, img_channels: int, img_size: int, num_classes: int = 0,
-                 hidden=(1024, 512, 256), dropout: float = 0.3, embed_dim: int = 10,
-                 norm: str = "none", aux: bool = False, projection: bool = False,
-                 spectral_norm: bool = False):
+    def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, *, hidden: list[int],
+                 dropout: float, embed_dim: int, norm: str, projection: bool, spectral_norm: bool,
+                 aux: bool = False, per_sample: bool = False, clipped: bool = False):
+        """norm=auto: LayerNorm under weight clipping (`clipped`), none otherwise. Clipped weights
+        shrink the activations of every unnormalised layer until the critic is nearly linear, and
+        a linear critic teaches G only the mean image (a grey blob of a digit). `per_sample` (a
+        gradient penalty) changes nothing here: no norm of this D mixes samples."""
         super().__init__()
+        if norm == "auto":
+            norm = "layer" if clipped else "none"
         if norm not in ("layer", "none"):
             raise ValueError(f"MLP discriminator norm must be layer or none, got {norm!r}")
         self.num_classes = num_classes

@@ -144,7 +144,7 @@ def _check_config(command: str, args: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ganctl import config
+    from ganctl import config, ranges
     config.register()
     try:
         jobs = _sweep_jobs(args) if multirun else [args]
@@ -158,7 +158,7 @@ def _check_config(command: str, args: list[str]) -> None:
                 if unknown:
                     fail("; ".join(unknown))
                 cfg = compose(CONFIG_NAMES[command], overrides=job)
-                errors = [] if multirun else config.range_errors(cfg)
+                errors = [] if multirun else ranges.range_errors(cfg)
                 if errors:
                     fail("; ".join(errors))
     except SystemExit:

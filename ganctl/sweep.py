@@ -20,8 +20,9 @@ from ganctl.rundir import RESULT_FILE
 
 log = logging.getLogger(__name__)
 
-# The metric a sweeper minimises (what `ganctl train` returns), then what a reader compares.
-RANK_BY = "Eval/fid"
+# Metrics where more is better; summary.md ranks by the config's optimized_metric, lowest first
+# unless it is one of these (an Optuna search says its direction in hydra.sweeper.direction).
+HIGHER_IS_BETTER = {f"Eval/{k}" for k in ("label_acc", "precision", "recall", "density", "coverage", "is")}
 COLUMNS = ["Eval/fid", "Eval/fid_ratio", "Eval/label_acc", "Eval/precision", "Eval/recall",
            "Loss/D", "Loss/G", "step", "error"]
 
@@ -54,12 +55,15 @@ def varying_only(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
-def best_first(rows: list[dict]) -> list[dict]:
-    """Finished jobs by the ranked metric (lowest first), then those without it, then failures."""
+def best_first(rows: list[dict], metric: str) -> list[dict]:
+    """Finished jobs by `metric` (best first: the highest for a metric in HIGHER_IS_BETTER, else the
+    lowest), then those without it, then failures."""
+    sign = -1 if metric in HIGHER_IS_BETTER else 1
+
     def key(row):
-        value = row.get(RANK_BY)
+        value = row.get(metric)
         finite = isinstance(value, (int, float)) and math.isfinite(value)
-        return (row["status"] != "done", not finite, value if finite else 0.0, row["job"])
+        return (row["status"] != "done", not finite, sign * value if finite else 0.0, row["job"])
     return sorted(rows, key=key)
 
 
@@ -69,10 +73,10 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
 
 
-def write_summary(sweep_dir: Path) -> list[dict]:
-    """Write summary.csv and summary.md into `sweep_dir`; return the rows, best first."""
-    rows = best_first(varying_only(job_rows(sweep_dir)))
-    present = [c for c in COLUMNS if any(c in r for r in rows)]
+def write_summary(sweep_dir: Path, metric: str) -> list[dict]:
+    """Write summary.csv and summary.md into `sweep_dir`; return the rows, best by `metric` first."""
+    rows = best_first(varying_only(job_rows(sweep_dir)), metric)
+    present = [c for c in dict.fromkeys([metric, *COLUMNS]) if any(c in r for r in rows)]
     header = ["job", "overrides", "status", *present]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
@@ -90,8 +94,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = write_summary(sweep_dir)
+        metric = config.optimized_metric
+        rows = write_summary(sweep_dir, metric)
         if rows:
             best = rows[0]
             log.info("sweep summary: %s (best first: %s%s)", sweep_dir / "summary.md", best["job"],
-                     f", {RANK_BY} {best[RANK_BY]:.4g}" if RANK_BY in best else "")
+                     f", {metric} {best[metric]:.4g}" if metric in best else "")

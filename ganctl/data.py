@@ -3,7 +3,7 @@
 y int64 (B,). Each epoch's order comes from a generator seeded with (seed, epoch), so a run can
 resume mid-epoch, and DDP ranks split each global batch of the same permutation.
 
-    data = load_mnist(root="data", split="train", device="cuda")
+    data = load_mnist(root="data", download=False, split="train", device="cuda")
     for x, y in data.epoch(0, batch_size=128): ...
 
 Datasets that fit in memory (MNIST, Fashion-MNIST, CIFAR-10) are one uint8 tensor on the device, indexed
@@ -119,7 +119,7 @@ def _nchw(data) -> torch.Tensor:
     return data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2).contiguous()
 
 
-def load_mnist(root: str = "data", download: bool = True, split: str = "train", device="cpu",
+def load_mnist(root: str, download: bool, split: str, device="cpu",
                seed: int = 0, rank: int = 0, world_size: int = 1) -> InMemoryImages:
     """MNIST digits from root/MNIST/raw (torchvision's layout)."""
     from torchvision.datasets import MNIST
@@ -127,7 +127,7 @@ def load_mnist(root: str = "data", download: bool = True, split: str = "train", 
                                device=device, seed=seed, rank=rank, world_size=world_size)
 
 
-def load_fashion_mnist(root: str = "data", download: bool = True, split: str = "train",
+def load_fashion_mnist(root: str, download: bool, split: str,
                        device="cpu", seed: int = 0, rank: int = 0,
                        world_size: int = 1) -> InMemoryImages:
     """Fashion-MNIST from root/FashionMNIST/raw (torchvision's layout)."""
@@ -136,7 +136,7 @@ def load_fashion_mnist(root: str = "data", download: bool = True, split: str = "
                                device=device, seed=seed, rank=rank, world_size=world_size)
 
 
-def load_cifar10(root: str = "data", download: bool = True, split: str = "train", device="cpu",
+def load_cifar10(root: str, download: bool, split: str, device="cpu",
                  seed: int = 0, rank: int = 0, world_size: int = 1) -> InMemoryImages:
     """CIFAR-10 (32x32 RGB, 10 classes) from root/cifar-10-batches-py, the python version that
     torchvision downloads; its files are checked against their published MD5 sums."""
@@ -239,7 +239,7 @@ class FolderImages:
                    y.to(self.device, dtype=torch.int64, non_blocking=True))
 
 
-def load_folder(root: str, img_size: int = 64, channels: int = 3, num_workers: int = 2,
+def load_folder(root: str, img_size: int, channels: int, num_workers: int,
                 device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1) -> FolderImages:
     """Any image folder (see FolderImages)."""
     return FolderImages(root, img_size, channels, num_workers, device, seed, rank, world_size)

@@ -107,3 +107,14 @@ def build(node, role: str, **extra):
     except (TypeError, ValueError) as e:  # a key the class does not take, or a value it refuses
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{role} ({target}): {message}") from None
+
+
+def reference_data(dataset_cfg):
+    """The labelled real images of a dataset config for the feature classifier and the real
+    features (`ganctl eval`, quick evals): its train and test splits where it has them."""
+    from ganctl.classifier import reference_from
+    name = dataset_cfg._target_.rsplit(".", 1)[-1].removeprefix("load_")
+    if "split" in dataset_cfg:
+        return reference_from(name, build(dataset_cfg, "dataset", split="train", device="cpu"),
+                              build(dataset_cfg, "dataset", split="test", device="cpu"))
+    return reference_from(name, build(dataset_cfg, "dataset", device="cpu"))

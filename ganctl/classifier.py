@@ -7,7 +7,7 @@ The classifier and the real data's features are cached under `cache_dir()` (env 
 default ~/.cache/ganctl), keyed by a fingerprint of the data and of the preprocessing, so a
 changed dataset never meets a stale classifier.
 
-    clf = load_or_fit(dataset_cfg, device)      # fits once, then reads the cache
+    clf = load_or_fit(reference, device)        # fits once, then reads the cache
     feats, logits = clf.embed(images_uint8)     # (N, 128), (N, K)
 """
 import hashlib
@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganctl.build import build
 from ganctl.checkpoint import save_checkpoint
 from ganctl.data import to_float
 from ganctl.errors import UserError
@@ -107,25 +106,16 @@ class Reference:
         return f"{self.name}-{c}x{s}x{s}-{h.hexdigest()[:12]}"
 
 
-def reference_data(dataset_cfg) -> Reference:
-    """The labelled real images the classifier learns from. Torchvision datasets use their train and
-    test splits; an image folder keeps a fixed 10% of its images out as the test set."""
-    target = dataset_cfg._target_.rsplit(".", 1)[-1]
-    name = target.removeprefix("load_")
-    if "split" in dataset_cfg:
-        train = build(dataset_cfg, "dataset", split="train", device="cpu")
-        test = build(dataset_cfg, "dataset", split="test", device="cpu")
-        train_x, train_y, test_x, test_y = train.images, train.labels, test.images, test.labels
-        k = train.num_classes
-    else:
-        data = build(dataset_cfg, "dataset", device="cpu")
-        x, y = data.arrays()
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-        n_test = max(1, len(x) // 10)
-        test_idx, train_idx = perm[:n_test], perm[n_test:]
-        train_x, train_y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
-        k = data.num_classes
-    return Reference(name, train_x, train_y, test_x, test_y, k)
+def reference_from(name: str, train, test=None) -> Reference:
+    """The labelled real images the classifier learns from: a dataset's train and test splits, or,
+    without a test split (an image folder), a fixed 10% of its images held out."""
+    if test is not None:
+        return Reference(name, train.images, train.labels, test.images, test.labels, train.num_classes)
+    x, y = train.arrays()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_test = max(1, len(x) // 10)
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    return Reference(name, x[train_idx], y[train_idx], x[test_idx], y[test_idx], train.num_classes)
 
 
 def accuracy(clf: FeatureClassifier, x: torch.Tensor, y: torch.Tensor) -> float:

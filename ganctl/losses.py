@@ -1,7 +1,7 @@
 """GAN objectives on discriminator logits. One class per formulation; the loop owns backward()
 and step():
 
-    loss = WGANGP(gp_weight=10.0)
+    loss = WGANGP(gp_weight=10.0, n_critic=5, label_smoothing=0.0, aux_weight=0.0)
     d_loss, stats = loss.d_loss(D, real, fake.detach(), y)   # stats: "D/real", "D/fake", "Loss/GP"
     g_loss = loss.g_loss(D, fake, y)
 
@@ -24,7 +24,8 @@ class Loss:
     clipped_critic = False
     uses_targets = False
 
-    def __init__(self, n_critic: int = 1, label_smoothing: float = 0.0, aux_weight: float = 0.0):
+    # No defaults here: the values live in conf/ (loss.*, trainer.label_smoothing, model.aux_weight).
+    def __init__(self, *, n_critic: int, label_smoothing: float, aux_weight: float):
         self.n_critic = n_critic
         self.label_smoothing = label_smoothing
         self.aux_weight = aux_weight
@@ -76,7 +77,7 @@ class BCE(Loss):
 
     uses_targets = True
 
-    def __init__(self, saturating: bool = False, **kwargs):
+    def __init__(self, *, saturating: bool, **kwargs):
         super().__init__(**kwargs)
         self.saturating = saturating
 
@@ -111,8 +112,8 @@ class WGAN(Loss):
 
     clipped_critic = True
 
-    def __init__(self, clip: float = 0.01, n_critic: int = 5, **kwargs):
-        super().__init__(n_critic=n_critic, **kwargs)
+    def __init__(self, *, clip: float, **kwargs):
+        super().__init__(**kwargs)
         self.clip = clip
 
     def d_objective(self, real_out, fake_out):
@@ -134,8 +135,8 @@ class WGANGP(Loss):
 
     per_sample_critic = True
 
-    def __init__(self, gp_weight: float = 10.0, n_critic: int = 5, **kwargs):
-        super().__init__(n_critic=n_critic, **kwargs)
+    def __init__(self, *, gp_weight: float, **kwargs):
+        super().__init__(**kwargs)
         self.gp_weight = gp_weight
 
     def d_loss(self, D, real, fake, y=None, codes=None):

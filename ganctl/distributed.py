@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,8 @@ def shutdown(together: bool = True) -> None:
         dist.barrier()
         gc.collect()
     dist.destroy_process_group()
+def wrap_ddp(module: torch.nn.Module, device, sync_bn: bool) -> torch.nn.Module:
+    """DistributedDataParallel around `module` (which stays the one that is saved)."""
+    if sync_bn:
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)

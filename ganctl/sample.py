@@ -12,11 +12,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from ganctl.checkpoint import all_finite, load_checkpoint, resolve_checkpoint
-from ganctl.data import to_uint8
-from ganctl.errors import Aborted, UserError, one_line
-from ganctl.step import sample_noise
-from ganctl.train import build_generator, resolve_device
+from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
+from ganctl.errors import UserError, one_line
+from ganctl.generate import generate
+from ganctl.models import load_generator
+from ganctl.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +39,7 @@ def requested_labels(label, num_classes: int) -> list[int] | None:
     return labels
 
 
-CHUNK = 1024  # images per forward pass
 GRID_MAX = 10_000  # a PNG grid of more images is too large to open: use .npz or a folder
-
-
-def generate(G, n: int, labels: list[int] | None, z_dim: int, noise: str, seed: int, device,
-             abort=lambda: False):
-    """n images as uint8 (n, C, H, W), quantised as they are written, and their labels. With labels,
-    each label gets ceil(n / len(labels)) images, label-major, with the same z for every label.
-    A progress bar for large n; `abort()` is asked between chunks (a signal during an eval)."""
-    from tqdm import tqdm
-    g = torch.Generator().manual_seed(seed)
-    if labels is None:
-        z, y = sample_noise(n, z_dim, noise, "cpu", g), None
-    else:
-        per = math.ceil(n / len(labels))
-        z = sample_noise(per, z_dim, noise, "cpu", g).repeat(len(labels), 1)[:n]
-        y = torch.tensor(labels).repeat_interleave(per)[:n].to(device)
-    images = []
-    with torch.no_grad():
-        for i in tqdm(range(0, n, CHUNK), desc="generate", unit="chunk", disable=n < 20 * CHUNK, leave=False):
-            if abort():
-                raise Aborted
-            images.append(to_uint8(G(z[i:i + CHUNK].to(device), None if y is None else y[i:i + CHUNK]).float()).cpu())
-    return torch.cat(images), (y.cpu() if y is not None else torch.full((n,), -1))
-
 
 
 def write(as_uint8: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -> str:
@@ -86,26 +62,6 @@ def _write(as_uint8: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -
     for i, (img, y) in enumerate(zip(as_uint8, labels.tolist())):
         save_image(img.float() / 255, out / (f"{i:06d}_label{y}.png" if y >= 0 else f"{i:06d}.png"))
     return f"{len(as_uint8)} PNG files"
-
-
-def load_generator(state: dict, path: Path, which: str, device) -> torch.nn.Module:
-    """The generator `which` ("G_ema" or "G") of a loaded checkpoint, on `device`, in eval mode;
-    refused where its weights are not finite (a diverged run draws black images)."""
-    model_cfg = OmegaConf.create(state["cfg"]).model
-    # Built first without memory (the meta device): a crafted config could ask for terabytes.
-    with torch.device("meta"):
-        skeleton = build_generator(model_cfg, state["data"])
-    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    saved = {k: tuple(v.shape) for k, v in state[which].items()}
-    if shapes != saved:
-        differ = sorted(set(shapes.items()) ^ set(saved.items()))[0][0]
-        raise UserError(f"{path}: {which} does not fit the network its saved config describes ({differ})")
-    G = build_generator(model_cfg, state["data"])
-    G.load_state_dict(state[which])
-    if not all_finite(G):
-        raise UserError(f"{path}: {which} holds weights that are not finite (the run diverged); "
-                        f"use an earlier checkpoint of the run")
-    return G.to(device).eval()
 
 
 def unused_name(path: Path, *also: str) -> Path:

@@ -108,8 +108,12 @@ def train_app(cfg: DictConfig) -> float | None:
         return math.nan  # Optuna counts a NaN trial as failed
     finally:
         distributed.shutdown(together=ended_well)
-    # What a sweeper minimises: the final quick-eval FID; None with eval off.
-    return result.get("Eval/fid") if result else None
+    # What a sweeper optimises: the config's optimized_metric, from the run's result; None where
+    # the run has none (eval off, or a run that had nothing left to do).
+    if result and cfg.optimized_metric not in result and result.get("step"):
+        log.warning("optimized_metric=%s is not in this run's result (%s)", cfg.optimized_metric,
+                    ", ".join(k for k in result if not k.startswith("Time/")))
+    return result.get(cfg.optimized_metric) if result else None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="sample")

@@ -4,11 +4,15 @@ G concatenates a label embedding to z, D is a projection discriminator.
 The depth follows the image size: halve it while it stays even and >= 4, so 28 -> 14 -> 7
 (two up-sampling layers from a 7x7 base) and 32 -> 16 -> 8 -> 4 (three from 4x4).
 """
+import logging
+
 import torch
 from torch import nn
 
 from ganctl.nets.layers import (ConcatEmbedding, ConditionalBatchNorm2d, MinibatchStd, ProjectionHead, norm2d,
                                spectral_norm_all)
+
+log = logging.getLogger(__name__)
 
 
 def base_size(img_size: int) -> tuple[int, int]:
@@ -29,8 +33,8 @@ class Generator(nn.Module):
     (model.aux_weight) make each code draw something D can tell apart: on MNIST, a digit.
     The code lives in z, so whatever draws z (samples, eval, interpolation) draws codes too."""
 
-    def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0,
-                 ngf: int = 64, embed_dim: int = 32, cbn: bool = False, codes: int = 0):
+    def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0, *,
+                 ngf: int, embed_dim: int, cbn: bool, codes: int):
         super().__init__()
         if codes and num_classes:
             raise ValueError("codes needs an unconditional model: the label already plays its part")
@@ -77,15 +81,25 @@ class Discriminator(nn.Module):
     reads G's categorical code back (InfoGAN's Q), returned as the second output.
     """
 
-    @staticmethod
-    def auto_norm(per_sample: bool, clipped: bool) -> str:
-        """model.D.norm=auto: BatchNorm, except under a per-sample gradient penalty."""
-        return "layer" if per_sample else "batch"
-
-    def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, ndf: int = 64,
-                 norm: str = "batch", mbstd: bool = False, aux: bool = False, spectral_norm: bool = False,
-                 pack: int = 1, codes: int = 0):
+    def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, *, ndf: int, norm: str,
+                 mbstd: bool, spectral_norm: bool, pack: int, aux: bool = False, codes: int = 0,
+                 per_sample: bool = False, clipped: bool = False):
+        """per_sample: the loss penalises per-sample gradients, so nothing may mix the samples of a
+        batch: norm=auto is then per-sample LayerNorm (else BatchNorm), mbstd and pack are off.
+        clipped: the loss clips the weights (no effect here)."""
         super().__init__()
+        if norm == "auto":
+            norm = "layer" if per_sample else "batch"
+        elif norm == "batch" and per_sample:
+            log.warning("model.D.norm=batch with a gradient penalty: the penalty is per sample and "
+                        "BatchNorm mixes samples; model.D.norm=auto picks a per-sample norm")
+        if mbstd and per_sample:
+            log.warning("model.D.mbstd is off: it mixes the samples of a batch, and the loss's "
+                        "gradient penalty is per sample")
+            mbstd = False
+        if pack > 1 and per_sample:
+            log.warning("model.D.pack is off: the loss's gradient penalty is per sample, not per pack")
+            pack = 1
         if pack > 1 and num_classes > 0:
             raise ValueError("pack > 1 needs an unconditional model: a pack has no single label")
         self.num_classes, self.pack = num_classes, pack

@@ -1,0 +1,129 @@
+"""The networks, the loss and the training step a run is made of, built from the config's nodes
+(ganctl.build checks what they name), and a generator rebuilt from a saved run.
+
+    loss = build_loss(cfg, num_classes)
+    step, ema = build_step(cfg, data_info, loss, device)
+    G = load_generator(state, path, "G_ema", device)          # from a loaded checkpoint
+"""
+import logging
+from pathlib import Path
+
+import torch
+
+from ganctl import distributed
+from ganctl.build import build
+from ganctl.checkpoint import all_finite
+from ganctl.ema import AveragedGenerator
+from ganctl.errors import UserError
+from ganctl.nets.layers import dcgan_init
+from ganctl.step import TrainStep, compiled
+
+log = logging.getLogger(__name__)
+
+
+def build_generator(model_cfg, data_info: dict) -> torch.nn.Module:
+    G = build(model_cfg["G"], "model.G", z_dim=model_cfg["z_dim"], **data_info)
+    if model_cfg["init"] == "dcgan":
+        dcgan_init(G)
+    return G
+
+
+def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: bool = False,
+                        aux: bool = False) -> torch.nn.Module:
+    """D for the loss's traits: `per_sample` (a per-sample gradient penalty), `clipped` (weight
+    clipping) and `aux` (a second head: labels, or InfoGAN's codes read back). Each network
+    resolves its own `norm=auto` from them."""
+    kwargs = {k: v for k, v in data_info.items() if k != "z_dim"}
+    if aux:
+        kwargs["aux"] = True
+    if aux and model_cfg["G"].get("codes"):  # InfoGAN: D reads G's code back
+        kwargs["codes"] = model_cfg["G"]["codes"]
+    D = build(model_cfg["D"], "model.D", per_sample=per_sample, clipped=clipped, **kwargs)
+    if model_cfg["init"] == "dcgan":
+        dcgan_init(D)
+    return D
+
+
+def build_loss(cfg, num_classes: int):
+    """The loss with trainer.label_smoothing and, for models with labels or codes, model.aux_weight."""
+    heads = num_classes or cfg.model.G.get("codes", 0)
+    loss = build(cfg.loss, "loss", label_smoothing=cfg.trainer.label_smoothing,
+                 aux_weight=cfg.model.aux_weight if heads else 0.0)
+    if cfg.model.aux_weight and not heads:
+        log.warning("model.aux_weight has no effect on model=%s (it has no labels or codes)", cfg.model.name)
+    if cfg.trainer.label_smoothing and not loss.uses_targets:
+        log.warning("trainer.label_smoothing has no effect on %s (it has no targets)", type(loss).__name__)
+    return loss
+
+
+def check_compatible(model_cfg, data, batch_size: int, world_size: int = 1) -> int:
+    """The rules that tie a model to its data, in one place; the number of classes the model is
+    conditioned on (0 for an unconditional model)."""
+    name = model_cfg["name"]
+    if model_cfg["conditional"] and data.num_classes < 2:
+        raise UserError(f"model={name} is conditional but the dataset has {data.num_classes} class; "
+                        f"use an unconditional model")
+    num_classes = data.num_classes if model_cfg["conditional"] else 0
+    if model_cfg["G"].get("codes") and num_classes:
+        raise UserError(f"model.G.codes={model_cfg['G']['codes']} needs an unconditional model (InfoGAN's codes "
+                        f"stand in for labels); got model={name}")
+    pack = model_cfg["D"].get("pack", 1)
+    if pack > 1 and (num_classes or batch_size % pack):
+        raise UserError(f"model.D.pack={pack} needs an unconditional model and a trainer.batch_size that "
+                        f"it divides; got model={name}, trainer.batch_size={batch_size}")
+    if data.batches_per_epoch(batch_size) == 0:
+        raise UserError(f"trainer.batch_size={batch_size} is larger than the dataset ({len(data)} images)"
+                        + (f" for {world_size} processes" if world_size > 1 else ""))
+    return num_classes
+
+
+def build_step(cfg, data_info: dict, loss, device, autocast=None,
+               ranks: distributed.Ranks = distributed.Ranks()) -> tuple[TrainStep, AveragedGenerator | None]:
+    """The TrainStep that `ganctl train` (and the benchmark) runs, and the moving average of G
+    (None with trainer.ema_decay=0): G and D built on `device`, in channels_last, wrapped in DDP
+    under torchrun and compiled as trainer.* asks, with their optimizers. step.G, step.D are the
+    modules saved."""
+    tcfg = cfg.trainer
+    G = build_generator(cfg.model, data_info).to(device)
+    D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic,
+                            clipped=loss.clipped_critic, aux=loss.aux_weight > 0).to(device)
+    if tcfg.channels_last:  # before anything copies, wraps or optimises them
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    # An exponential moving average of G's weights draws the sample grids and is what
+    # `ganctl sample` uses: it is smoother than G's last iterate (Yazici et al. 2019).
+    ema = (AveragedGenerator(G, tcfg.ema_decay, tcfg.ema_warmup, tcfg.ema_bn_batches, tcfg.batch_size,
+                             cfg.model.z_dim, tcfg.noise, data_info["num_classes"], tcfg.seed)
+           if tcfg.ema_decay > 0 else None)
+    # Under torchrun the D update drives DDP wrappers; G, D stay the modules that are saved.
+    W = ranks.world_size
+    G_train, D_train = ((distributed.wrap_ddp(G, device, tcfg.sync_bn), distributed.wrap_ddp(D, device, tcfg.sync_bn))
+                        if W > 1 else (G, D))
+    G, D = getattr(G_train, "module", G), getattr(D_train, "module", D)
+    opt_G = build(cfg.optimizer.G, "optimizer")(G.parameters())
+    opt_D = build(cfg.optimizer.D, "optimizer")(D.parameters())
+    G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
+    step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
+                     batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
+                     D_g=D_g, channels_last=tcfg.channels_last, cudagraphs=tcfg.compile == "reduce-overhead",
+                     rank=ranks.rank, world_size=W)
+    return step, ema
+
+
+def load_generator(state: dict, path: Path, which: str, device) -> torch.nn.Module:
+    """The generator `which` ("G_ema" or "G") of a loaded checkpoint, on `device`, in eval mode;
+    refused where its weights are not finite (a diverged run draws black images)."""
+    model_cfg = state["cfg"]["model"]
+    # Built first without memory (the meta device): a crafted config could ask for terabytes.
+    with torch.device("meta"):
+        skeleton = build_generator(model_cfg, state["data"])
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state[which].items()}
+    if shapes != saved:
+        differ = sorted(set(shapes.items()) ^ set(saved.items()))[0][0]
+        raise UserError(f"{path}: {which} does not fit the network its saved config describes ({differ})")
+    G = build_generator(model_cfg, state["data"])
+    G.load_state_dict(state[which])
+    if not all_finite(G):
+        raise UserError(f"{path}: {which} holds weights that are not finite (the run diverged); "
+                        f"use an earlier checkpoint of the run")
+    return G.to(device).eval()

@@ -1,0 +1,342 @@
+"""The training loop: `train(cfg, run_dir) -> dict` of final metrics.
+
+    ganctl train model=cdcgan loss=wgan_gp        # the CLI composes cfg and calls train()
+
+A step is one generator update after `loss.n_critic` discriminator updates, each on a fresh real
+batch. Scalars stay on the device and are read every `trainer.log_every` steps, the only host
+syncs of the loop besides sample grids and checkpoints.
+
+Under torchrun (W processes) G and D are wrapped in DistributedDataParallel, each rank takes its
+block of every global batch of B*W and the slice of the global batch's noise, and rank 0 alone
+writes; the ranks draw identical random streams, so rank 0's checkpoint resumes all of them.
+"""
+import logging
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from ganctl import distributed, rundir
+from ganctl.build import build, reference_data
+from ganctl.checkpoint import all_finite, load_checkpoint
+from ganctl.errors import Aborted, Interrupted, UserError
+from ganctl.evaluator import scalars
+from ganctl.models import build_loss, build_step, check_compatible
+from ganctl.outputs import RunOutputs
+from ganctl.ranges import range_errors
+from ganctl.report import Meter
+from ganctl.runtime import StopSignals, cudnn_autotuner, resolve_device, rng_untouched, seed_everything
+from ganctl.step import TrainStep, sample_noise
+
+log = logging.getLogger(__name__)
+
+
+def fixed_inputs(z_dim: int, num_classes: int, noise: str, seed: int, device, codes: int = 0):
+    """The noise (and labels) of every sample grid: one row per class for conditional models,
+    the same z along each column, so grids are comparable across steps and classes. With
+    InfoGAN codes, one row per code: each z's largest code entry is swapped into the row's place
+    (a permutation of i.i.d. entries, so z keeps its distribution given the code)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = num_classes or codes
+    if rows > 0:
+        per_row = 10
+        z = sample_noise(per_row, z_dim, noise, "cpu", g).repeat(rows, 1)
+        row = torch.arange(rows).repeat_interleave(per_row)  # each sample's row: its label or code
+        if num_classes > 0:
+            return z.to(device), row.to(device), per_row
+        every, top = torch.arange(len(z)), z[:, :codes].argmax(1)
+        z[every, top], z[every, row] = z[every, row], z[every, top]
+        return z.to(device), None, per_row
+    return sample_noise(64, z_dim, noise, "cpu", g).to(device), None, 8
+
+
+def flat_items(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    out = {}
+    for k, v in d.items():
+        out.update(flat_items(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """`key: old -> new` for every key that differs, `resume` aside."""
+    a, b = flat_items(saved), flat_items(current)
+    return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
+            if k != "resume" and a.get(k) != b.get(k)]
+
+
+def restore(state: dict, path: Path, model_name: str, modules: dict) -> None:
+    """Load each state_dict into its module or optimizer; a mismatch is one line naming both models."""
+    for name, module in modules.items():
+        if module is None:
+            continue
+        try:
+            module.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError) as e:
+            saved = state["cfg"].get("model", {}).get("name", "?")
+            raise UserError(f"{path} holds {name} of model={saved}, which does not fit model={model_name} "
+                            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120]})") from None
+
+
+def real_batches(data, batch_size: int, start_batch: int = 0):
+    """Endless (epoch, x, y) over epochs, starting at the global batch index `start_batch`."""
+    per_epoch = data.batches_per_epoch(batch_size)
+    epoch, i = divmod(start_batch, per_epoch)
+    while True:
+        for x, y in data.epoch(epoch, batch_size, start=i):
+            yield epoch, x, y
+        epoch, i = epoch + 1, 0
+
+
+def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
+    """Train as `cfg` says, writing into `run_dir`; the final metrics. `started`: when the job
+    began (time.perf_counter()), for the start-up time it reports; default now. The run directory
+    is locked for the run's life (rank 0 holds it under torchrun): a second writer is refused."""
+    ranks = distributed.init()
+    with rundir.lock(run_dir) if ranks.is_main else rundir.nothing():
+        return _train(cfg, Path(run_dir), ranks, time.perf_counter() if started is None else started)
+
+
+def checkpoint_state(step: int, epoch: int, batch: int, train_step: TrainStep, ema, best: dict,
+                     data_info: dict, cfg_dict: dict, world_size: int, device) -> dict:
+    """What last.pt, step_N.pt and best.pt hold: every state the run needs to go on exactly,
+    the RNG and the count of real batches D has seen included."""
+    return {"G": train_step.G.state_dict(), "D": train_step.D.state_dict(),
+            **({"G_ema": ema.at(step).state_dict()} if ema is not None else {}),
+            "opt_G": train_step.opt_G.state_dict(), "opt_D": train_step.opt_D.state_dict(),
+            "step": step, "epoch": epoch, "batch": batch, "world_size": world_size,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+            "data": data_info, "cfg": cfg_dict, "best": dict(best)}
+
+
+def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: float) -> dict:
+    tcfg = cfg.trainer
+    ckpt_dir = run_dir / "checkpoints"
+    resume = bool(cfg.get("resume"))
+    main, W = ranks.is_main, ranks.world_size
+    if main and not resume:
+        rundir.refuse_existing_run(run_dir)
+    if main and rundir.remove_temporary_files(ckpt_dir):  # left by a writer that was killed
+        log.info("removed half-written checkpoint files in %s", ckpt_dir)
+    errors = range_errors(cfg)
+    if errors:
+        raise UserError("; ".join(errors))
+
+    # Device and seeds.
+    device = resolve_device(tcfg.device, ranks.local_rank)
+    if tcfg.sync_bn and W > 1 and device.type != "cuda":
+        raise UserError("trainer.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel)")
+    seed_everything(tcfg.seed)
+    if tcfg.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; cudnn.benchmark would pick
+        # algorithms by timing. Ops without a deterministic CUDA kernel then raise, by design.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = cudnn_autotuner(device, tcfg.deterministic)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
+
+    # Training set.
+    B = tcfg.batch_size
+    data = build(cfg.dataset, "dataset", device=device, seed=tcfg.seed, rank=ranks.rank, world_size=W)
+    num_classes = check_compatible(cfg.model, data, B, W)
+    data_info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
+    per_epoch = data.batches_per_epoch(B)
+    log.info("data: %d images of %dx%dx%d, %d classes, %d batches of %d per epoch", len(data),
+             data.img_size, data.img_size, data.img_channels, data.num_classes, per_epoch, B * W)
+    if W > 1:
+        log.info("data parallel: %d processes (%s), batch %d each", W, torch.distributed.get_backend(), B)
+
+    # Networks, loss and optimizers.
+    loss = build_loss(cfg, num_classes)
+    train_step, ema = build_step(cfg, data_info, loss, device, autocast, ranks)
+    G, D = train_step.G, train_step.D
+    z_dim, noise_kind = cfg.model.z_dim, tcfg.noise
+    log.info("G: %.2fM parameters, D: %.2fM parameters, device %s",
+             sum(p.numel() for p in G.parameters()) / 1e6, sum(p.numel() for p in D.parameters()) / 1e6, device)
+    max_steps = tcfg.max_steps or max(1, tcfg.epochs * per_epoch // loss.n_critic)
+    fixed_z, fixed_y, grid_nrow = fixed_inputs(z_dim, num_classes, noise_kind, tcfg.seed, device,
+                                               codes=cfg.model.G.get("codes", 0))
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+    # Resume: every state as it was after the checkpoint's step, the RNG included, so the run
+    # goes on exactly as if it had never stopped; the data position follows from the batch count.
+    start_step, start_batch, epoch, best = 0, 0, 0, {}
+    if resume:
+        path = ckpt_dir / "last.pt"
+        state = load_checkpoint(path, map_location=device)
+        changes = config_changes(state["cfg"], cfg_dict)
+        if state.get("world_size", 1) != W:  # the same batch index then names other images
+            changes.append(f"processes: {state.get('world_size', 1)} -> {W}")
+        if changes:
+            log.warning("resuming with a config that differs from the saved run: %s", "; ".join(changes))
+        restore(state, path, cfg.model.name, {"G": G, "D": D, "G_ema": ema and ema.module,
+                                              "opt_G": train_step.opt_G, "opt_D": train_step.opt_D})
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        # The saved batch count, not step * n_critic: n_critic may differ on this command line.
+        start_step, start_batch, epoch, best = state["step"], state["batch"], state["epoch"], state.get("best", {})
+        log.info("resumed %s at step %d (epoch %d)", path, start_step, epoch)
+        if start_step >= max_steps:
+            log.info("nothing to do: the run is at step %d of %d (raise trainer.max_steps to go on)",
+                     start_step, max_steps)
+            return {"step": start_step}
+
+    # Outputs (rank 0 alone writes, evaluates and shows progress). The evaluator (a feature
+    # classifier, the real data's features) is built at the first eval.
+    out = RunOutputs(run_dir, start_step if resume else None, tcfg.keep_ckpts, best, enabled=main)
+    evaluator, eval_on = None, bool(tcfg.eval_every) and main
+    meter, metrics, eval_metrics = Meter(), {}, {}
+    batches = real_batches(data, B, start_batch=start_batch)
+    t_loop = t_last = time.perf_counter()
+    step_last = start_step
+    wall = {"startup": t_loop - started, "eval": 0.0, "eval_setup": 0.0}  # seconds
+    # A progress bar on a terminal; elsewhere (a log file, a cluster's output) a line per log step.
+    show_bar = tcfg.progress and main and sys.stderr.isatty()
+    bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not show_bar, dynamic_ncols=True)
+    stop = StopSignals()
+
+    try:
+        stop.install()
+        for step in range(start_step + 1, max_steps + 1):
+            # One step: n_critic D updates, each on a fresh real batch, then one G update.
+            reals = []
+            for _ in range(loss.n_critic):
+                epoch, real, y = next(batches)
+                reals.append((real, y if num_classes else None))
+            for stats in train_step(reals):
+                meter.add(stats)
+            if ema is not None:
+                ema.update(G, step)
+            bar.update(1)
+
+            # What this step does besides training. Ranks agree on stopping at log steps (one
+            # process: at once); a checkpoint step always logs first, so the finite check guards it.
+            log_step = step % tcfg.log_every == 0
+            stopping = (distributed.any_rank(stop.signum is not None, device) if log_step
+                        else stop.signum is not None and W == 1)
+            last = step == max_steps or stopping
+            saving = step % tcfg.ckpt_every == 0 or last
+            sampling = main and (step % tcfg.sample_every == 0 or last)
+            evaluating = eval_on and (step % tcfg.eval_every == 0 or step == max_steps)
+
+            # Scalars: read from the device once per log step.
+            if log_step or saving:
+                metrics = meter.read()
+                now = time.perf_counter()
+                metrics["Time/img_per_s"] = (step - step_last) * loss.n_critic * B * W / (now - t_last)
+                t_last, step_last = now, step
+                out.scalars(step, metrics)
+                losses = {k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("Loss/")}
+                bar.set_postfix(losses)
+                if main and not show_bar and tcfg.progress:
+                    log.info("step %d/%d: %s, %.0f img/s", step, max_steps,
+                             ", ".join(f"{k} {v}" for k, v in losses.items()), metrics["Time/img_per_s"])
+                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+                if bad:  # stop before any diverged weights are written over a good checkpoint
+                    raise UserError(f"training diverged by step {step}: {', '.join(bad)} is not finite; "
+                                    f"the last good checkpoint in {ckpt_dir} is untouched")
+
+            # NaN weights draw black images that can score a finite FID, and must never become
+            # best.pt or last.pt: checked on every rank at the same steps, so that all stop together.
+            if saving or step % tcfg.sample_every == 0 or (tcfg.eval_every and step % tcfg.eval_every == 0):
+                if not all_finite(G, D, ema and ema.module):
+                    raise UserError(f"training diverged by step {step}: the weights are not finite; "
+                                    f"the last good checkpoint in {ckpt_dir} is untouched")
+
+            # Quick eval: a few thousand samples of the averaged G against the real features; its
+            # own random numbers, so that the training stream does not depend on eval settings.
+            if evaluating:
+                t0 = time.perf_counter()
+                if evaluator is None:
+                    evaluator = make_evaluator(cfg, device)
+                    wall["eval_setup"] = time.perf_counter() - t0
+                    eval_on = evaluator is not None
+            if evaluating and evaluator is not None:
+                try:
+                    with rng_untouched(device):
+                        result = evaluator.evaluate(ema.at(step) if ema is not None else G, num_classes, z_dim,
+                                                    noise_kind, n=tcfg.eval_n, seed=tcfg.seed, full=False,
+                                                    abort=lambda: W == 1 and stop.signum is not None)
+                except Aborted:  # a signal came during the eval (one process): save and stop without it
+                    log.info("step %d: quick eval left unfinished (%s)", step, signal.Signals(stop.signum).name)
+                    stopping = saving = True
+                else:
+                    values = scalars(result)
+                    if out.eval(step, values):
+                        out.best_checkpoint(checkpoint_state(
+                            step, epoch, start_batch + (step - start_step) * loss.n_critic, train_step, ema,
+                            out.best, data_info, cfg_dict, W, device))
+                    eval_metrics = {f"Eval/{k}": v for k, v in values.items()}
+                    wall["eval"] += time.perf_counter() - t0
+
+            # Sample grid of the fixed noise, drawn by the averaged G.
+            if sampling:
+                G_show = ema.at(step) if ema is not None else G.eval()
+                with torch.no_grad(), autocast:
+                    images = G_show(fixed_z, fixed_y).float()
+                G.train()
+                out.grid(step, images, grid_nrow)
+
+            # Checkpoint. Under torchrun a collective (the replicas must agree); rank 0 writes.
+            if saving:
+                if W > 1:
+                    differ = {name: distributed.replicas_differ(m) for name, m in (("G", G), ("D", D))}
+                    if any(differ.values()):
+                        raise RuntimeError(f"DDP replicas diverged by step {step}: {differ} parameters differ")
+                    log.info("step %d: G and D identical on all %d ranks", step, W)
+                if main:
+                    out.checkpoint(step, checkpoint_state(
+                        step, epoch, start_batch + (step - start_step) * loss.n_critic, train_step, ema,
+                        out.best, data_info, cfg_dict, W, device))
+
+            if stopping:
+                name = signal.Signals(stop.signum or signal.SIGTERM).name
+                launcher = f"torchrun --nproc_per_node={W} -m " if W > 1 else ""
+                raise Interrupted(f"interrupted by {name} at step {step}; checkpoint saved in {ckpt_dir}; "
+                                  f"continue with: {launcher}ganctl train {shlex.quote(f'resume={run_dir}')}",
+                                  stop.signum)
+    except torch.OutOfMemoryError:
+        raise UserError(f"out of memory on {device} at trainer.batch_size={B}; try "
+                        f"trainer.batch_size={max(1, B // 2)} or trainer.precision=bf16") from None
+    finally:
+        stop.uninstall()
+        bar.close()
+        out.close()
+
+    # The end: curves, progress.gif, the wall time and result.json (what a sweep's summary reads).
+    log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,
+             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    t_loop_end = time.perf_counter()
+    wall["loop"] = t_loop_end - t_loop
+    out.finish()
+    if out.best:
+        log.info("best FID %.4g at step %d: %s", out.best["fid"], out.best["step"], ckpt_dir / "best.pt")
+    wall["end"] = time.perf_counter() - t_loop_end
+    log.info("wall time %.1f s: start-up %.1f s (imports, config, data, networks), training loop "
+             "%.1f s (quick evals %.1f s of it, %.1f s of those to set them up: feature classifier, real "
+             "features), end %.1f s (curves, progress.gif)", wall["startup"] + wall["loop"] + wall["end"],
+             wall["startup"], wall["loop"], wall["eval"], wall["eval_setup"], wall["end"])
+    result = {"step": max_steps, **metrics, **eval_metrics, **{f"Time/{k}_s": v for k, v in wall.items()}}
+    if main:
+        rundir.write_result(run_dir, result)
+    return result
+
+
+def make_evaluator(cfg, device):
+    """The quick eval's Evaluator, or None (with a warning) where the dataset cannot have one."""
+    from ganctl.evaluator import Evaluator  # torchmetrics: imported only where eval is on
+    try:
+        with rng_untouched(device):
+            return Evaluator(reference_data(cfg.dataset), device, cfg.eval.backbone, cfg.eval.inception_weights)
+    except UserError as e:
+        log.warning("quick eval is off: %s", e)
+        return None

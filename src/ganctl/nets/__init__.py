@@ -1,8 +1,0 @@
-"""Generators and discriminators. Every network takes plain keyword arguments; the values that
-come from the data (img_channels, img_size, num_classes) are passed when it is built.
-
-    G = ganctl.nets.dcgan.Generator(z_dim=100, img_channels=1, img_size=28, num_classes=10)
-    fake = G(torch.randn(16, 100), torch.randint(0, 10, (16,)))   # (16, 1, 28, 28) in [-1, 1]
-
-Discriminators return one logit per sample, shape (B,).
-"""
