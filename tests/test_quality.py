@@ -48,9 +48,10 @@ def real_cache():
 
 def train_and_eval(tmp_path, *overrides, n=10_000):
     """Train through `ganctl train`, judge the last checkpoint with `ganctl eval`: (metrics, the
-    eval.json, the run directory)."""
+    eval.json, the run directory). The quick evals are off: they never change the training
+    (test_eval.py checks that) and would cost CI half a minute."""
     run_dir = tmp_path / "run"
-    r = run_ganctl("train", *overrides, "dataset.download=false", "trainer.progress=false",
+    r = run_ganctl("train", *overrides, "dataset.download=false", "trainer.progress=false", "trainer.eval_every=null",
                    f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=3600)
     assert r.returncode == 0, r.stderr[-2000:]
     r = run_ganctl("eval", f"ckpt={run_dir}", "which=last", f"n={n}", cwd=tmp_path, timeout=1800)
