@@ -134,4 +134,11 @@ def fit_classifier_app(cfg: DictConfig) -> None:
     report_user_errors(run_fit_classifier, cfg)
 
 
-COMMANDS = {"train": train_app, "sample": sample_app, "eval": eval_app, "fit-classifier": fit_classifier_app}
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="summary")
+def summary_app(cfg: DictConfig) -> None:
+    from ganctl.summary import run_summary
+    report_user_errors(run_summary, cfg)
+
+
+COMMANDS = {"train": train_app, "sample": sample_app, "eval": eval_app, "summary": summary_app,
+            "fit-classifier": fit_classifier_app}

@@ -99,7 +99,25 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     wrong = shape_errors(state)
     if wrong:
         raise UserError(f"{path} is not a valid ganctl checkpoint ({wrong[0]})")
+    add_missing_keys(state["cfg"])
     return state
+
+
+# Config keys added after checkpoints were written, with the value that reproduces how those were
+# trained: (where, for which _target_ (None: any), key, value). An older run loads as it was.
+ADDED_KEYS = [
+    (("model", "G"), "ganctl.nets.dcgan.Generator", "upsample", "transposed"),
+    (("loss",), None, "feature_matching", 0.0),
+]
+
+
+def add_missing_keys(cfg: dict) -> None:
+    for where, target, key, value in ADDED_KEYS:
+        node = cfg
+        for part in where:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key not in node and (target is None or node.get("_target_") == target):
+            node[key] = value
 
 
 def _is_int(v, lo: int, hi: int) -> bool:

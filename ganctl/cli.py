@@ -18,6 +18,7 @@ commands:
   train    train a GAN (ganctl train --help lists the config groups)
   sample   draw images from a trained generator (ganctl sample --help)
   eval     FID, KID, IS, precision/recall, label accuracy of a trained generator
+  summary  G and D as layer tables: shapes, parameters, multiply-adds (ganctl summary --help)
   fit-classifier  train and cache the feature classifier that eval uses
 
 examples:
@@ -25,6 +26,7 @@ examples:
   ganctl train -m optimizer.lr_g=1e-4,2e-4 loss=bce,lsgan
   ganctl sample label=5 n=64 out=fives.png
   ganctl eval ckpt=outputs/<day>/<run> n=10000
+  ganctl summary model=cdcgan dataset=cifar10
 """
 
 
@@ -41,9 +43,11 @@ def hydra_quote(value: str) -> str:
     return "'" + value.replace("${", "\\${") + "'"
 
 
-# Keys whose values are paths: quoted for Hydra where they hold characters its grammar reads as
-# syntax, so `ckpt=runs/a(1)` works as typed. Not in a sweep, where a comma separates values.
-PATH_KEYS = ("ckpt", "out", "outputs", "resume", "hydra.run.dir", "dataset.root", "eval.inception_weights")
+# Keys whose values are paths (and sample's arithmetic=[3,4]-[5]): quoted for Hydra where they hold
+# characters its grammar reads as syntax, so `ckpt=runs/a(1)` works as typed. Not in a sweep,
+# where a comma separates values.
+PATH_KEYS = ("ckpt", "out", "outputs", "resume", "hydra.run.dir", "dataset.root", "eval.inception_weights",
+             "arithmetic")
 PLAIN_PATH = re.compile(r"[\w./~:+@-]*", re.ASCII)
 
 
@@ -95,7 +99,8 @@ def _sweep_jobs(args: list[str]) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-CONFIG_NAMES = {"train": "train", "sample": "sample", "eval": "eval", "fit-classifier": "fit_classifier"}
+CONFIG_NAMES = {"train": "train", "sample": "sample", "eval": "eval", "fit-classifier": "fit_classifier",
+                "summary": "summary"}
 
 
 def _flat_keys(node, prefix: str = "") -> list[str]:
@@ -297,7 +302,7 @@ def _main(args: list[str]) -> None:
               f"result.json and in summary.md", 1)
 
 
-COMMAND_NAMES = ("train", "sample", "eval", "fit-classifier")
+COMMAND_NAMES = ("train", "sample", "eval", "summary", "fit-classifier")
 
 
 def _complete(args: list[str]) -> None:

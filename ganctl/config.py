@@ -58,6 +58,7 @@ class DCGANGeneratorConfig:
     embed_dim: int = MISSING
     cbn: bool = MISSING
     codes: int = MISSING
+    upsample: str = MISSING
 
 
 @dataclass
@@ -100,6 +101,7 @@ class DCGANModelConfig(ModelConfig):
 class LossConfig:
     _target_: str = MISSING
     n_critic: int = MISSING
+    feature_matching: float = MISSING
 
 
 @dataclass
@@ -214,6 +216,12 @@ class TrainConfig:
 
 
 @dataclass
+class SummaryConfig(TrainConfig):
+    ckpt: Optional[str] = MISSING
+    depth: int = MISSING
+
+
+@dataclass
 class SampleConfig:
     ckpt: Optional[str] = MISSING
     label: Any = MISSING
@@ -225,6 +233,7 @@ class SampleConfig:
     interpolate: Any = MISSING
     steps: int = MISSING
     spherical: bool = MISSING
+    arithmetic: Optional[str] = MISSING
 
 
 @dataclass
@@ -280,6 +289,7 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)
+    cs.store(name="summary_schema", node=SummaryConfig)
     cs.store(name="eval_schema", node=EvalCommandConfig)
     cs.store(name="fit_classifier_schema", node=FitClassifierConfig)
     for group, name, node in [

@@ -243,3 +243,21 @@ def load_folder(root: str, img_size: int, channels: int, num_workers: int,
                 device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1) -> FolderImages:
     """Any image folder (see FolderImages)."""
     return FolderImages(root, img_size, channels, num_workers, device, seed, rank, world_size)
+
+
+# What each torchvision dataset holds (channels, size, classes): nets can be built for it without
+# reading a file (`ganctl summary`).
+SHAPES = {load_mnist: (1, 28, 10), load_fashion_mnist: (1, 28, 10), load_cifar10: (3, 32, 10)}
+
+
+def shape(loader, settings: dict) -> dict:
+    """The data_info (img_channels, img_size, num_classes) that `loader` with `settings` would give,
+    without decoding an image: a folder's classes are its subfolders."""
+    if loader is load_folder:
+        root = Path(settings["root"]).expanduser()
+        if not root.is_dir():
+            raise UserError(f"dataset.root {root.resolve()} is not a folder")
+        classes = sum(1 for d in root.iterdir() if d.is_dir())
+        return {"img_channels": settings["channels"], "img_size": settings["img_size"], "num_classes": max(classes, 1)}
+    channels, size, classes = SHAPES[loader]
+    return {"img_channels": channels, "img_size": size, "num_classes": classes}

@@ -1,7 +1,7 @@
 """GAN objectives on discriminator logits. One class per formulation; the loop owns backward()
 and step():
 
-    loss = WGANGP(gp_weight=10.0, n_critic=5, label_smoothing=0.0, aux_weight=0.0)
+    loss = WGANGP(gp_weight=10.0, n_critic=5, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0)
     d_loss, stats = loss.d_loss(D, real, fake.detach(), y)   # stats: "D/real", "D/fake", "Loss/GP"
     g_loss = loss.g_loss(D, fake, y)
 
@@ -25,10 +25,11 @@ class Loss:
     uses_targets = False
 
     # No defaults here: the values live in conf/ (loss.*, trainer.label_smoothing, model.aux_weight).
-    def __init__(self, *, n_critic: int, label_smoothing: float, aux_weight: float):
+    def __init__(self, *, n_critic: int, label_smoothing: float, aux_weight: float, feature_matching: float):
         self.n_critic = n_critic
         self.label_smoothing = label_smoothing
         self.aux_weight = aux_weight
+        self.feature_matching = feature_matching
 
     def d_loss(self, D, real, fake, y=None, codes=None) -> tuple[torch.Tensor, dict]:
         """codes: G's categorical codes (B,) of `fake` (InfoGAN), else None."""
@@ -46,9 +47,17 @@ class Loss:
             loss = loss + self.aux_weight * ce
         return loss, stats
 
-    def g_loss(self, D, fake, y=None, codes=None) -> torch.Tensor:
-        fake_out, fake_cls = split_output(D(fake, y))
-        loss = self.g_objective(fake_out)
+    def g_loss(self, D, fake, y=None, codes=None, real=None) -> torch.Tensor:
+        """real: a real batch, for feature matching (where its weight is not 0)."""
+        if self.feature_matching and real is not None:
+            features = D.features_of(fake, y)
+            fake_out, fake_cls = split_output(D.head(features, y))
+            with torch.no_grad():
+                real_features = D.features_of(real, y)
+            loss = self.g_objective(fake_out) + self.feature_matching * feature_matching(real_features, features)
+        else:
+            fake_out, fake_cls = split_output(D(fake, y))
+            loss = self.g_objective(fake_out)
         if fake_cls is not None:  # G is rewarded when D's head reads the asked label or code
             loss = loss + self.aux_weight * F.cross_entropy(fake_cls, codes if codes is not None else y)
         return loss
@@ -61,6 +70,12 @@ class Loss:
 
     def g_objective(self, fake_out):
         raise NotImplementedError
+
+
+def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """||E f(real) - E f(fake)||_2^2 over the batch (Salimans et al. 2016, section 3.1): G is asked to
+    match the statistics of D's features on real data rather than to fool D's last layer."""
+    return (real_features.float().mean(0) - fake_features.float().mean(0)).pow(2).sum()
 
 
 def split_output(out) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -56,14 +56,14 @@ def build_loss(cfg, num_classes: int):
     return loss
 
 
-def check_compatible(model_cfg, data, batch_size: int, world_size: int = 1) -> int:
-    """The rules that tie a model to its data, in one place; the number of classes the model is
-    conditioned on (0 for an unconditional model)."""
+def conditioning(model_cfg, num_classes: int, batch_size: int) -> int:
+    """The rules that tie a model to its data's classes, in one place: the number of classes the
+    model is conditioned on (0 for an unconditional model)."""
     name = model_cfg["name"]
-    if model_cfg["conditional"] and data.num_classes < 2:
-        raise UserError(f"model={name} is conditional but the dataset has {data.num_classes} class; "
+    if model_cfg["conditional"] and num_classes < 2:
+        raise UserError(f"model={name} is conditional but the dataset has {num_classes} class; "
                         f"use an unconditional model")
-    num_classes = data.num_classes if model_cfg["conditional"] else 0
+    num_classes = num_classes if model_cfg["conditional"] else 0
     if model_cfg["G"].get("codes") and num_classes:
         raise UserError(f"model.G.codes={model_cfg['G']['codes']} needs an unconditional model (InfoGAN's codes "
                         f"stand in for labels); got model={name}")
@@ -71,6 +71,12 @@ def check_compatible(model_cfg, data, batch_size: int, world_size: int = 1) -> i
     if pack > 1 and (num_classes or batch_size % pack):
         raise UserError(f"model.D.pack={pack} needs an unconditional model and a trainer.batch_size that "
                         f"it divides; got model={name}, trainer.batch_size={batch_size}")
+    return num_classes
+
+
+def check_compatible(model_cfg, data, batch_size: int, world_size: int = 1) -> int:
+    """conditioning() for a loaded dataset, and a batch that the dataset can fill."""
+    num_classes = conditioning(model_cfg, data.num_classes, batch_size)
     if data.batches_per_epoch(batch_size) == 0:
         raise UserError(f"trainer.batch_size={batch_size} is larger than the dataset ({len(data)} images)"
                         + (f" for {world_size} processes" if world_size > 1 else ""))

@@ -49,6 +49,7 @@ RANGES = [
     ("optimizer.weight_decay", ">= 0", lambda v: v >= 0),
     ("loss.n_critic", ">= 1", lambda v: v >= 1),
     ("loss.gp_weight", ">= 0", lambda v: v >= 0),
+    ("loss.feature_matching", ">= 0", lambda v: v >= 0),
     ("loss.clip", "> 0", lambda v: v > 0),
     ("model.z_dim", ">= 1", lambda v: v >= 1),
     ("model.aux_weight", ">= 0", lambda v: v >= 0),
@@ -67,6 +68,7 @@ RANGES = [
     ("dataset.img_size", ">= 8", lambda v: v >= 8),
     ("dataset.num_workers", ">= 0", lambda v: v >= 0),
     ("model.G.codes", "0 or >= 2", lambda v: v == 0 or v >= 2),
+    ("depth", ">= 1", lambda v: v >= 1),  # ganctl summary
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]
 

@@ -79,6 +79,8 @@ def sample(cfg: DictConfig) -> Path:
     state = load_checkpoint(ckpt_path)
     run_cfg = OmegaConf.create(state["cfg"])
     num_classes = state["data"]["num_classes"]
+    if cfg.arithmetic is not None:
+        return _arithmetic(cfg, state, ckpt_path, run_cfg, num_classes)
     try:
         labels = requested_labels(cfg.label, num_classes)
     except UserError as e:  # say which run was asked: with no ckpt= it is the newest
@@ -114,3 +116,29 @@ def _interpolate(cfg, G, run_cfg, num_classes: int, ckpt_path: Path, step: int, 
     print(f"wrote {rows} {mode} interpolations of {cfg.steps} steps to {png} and {gif} "
           f"from {ckpt_path} (step {step})")
     return png
+
+
+def _arithmetic(cfg, state: dict, ckpt_path: Path, run_cfg, num_classes: int) -> Path:
+    from ganctl import arithmetic
+    label = None
+    if num_classes:
+        labels = requested_labels(cfg.label, num_classes) if cfg.label is not None else []
+        if len(labels) != 1:
+            raise UserError(f"arithmetic= on a conditional model needs one label (label=5); "
+                            f"classes are 0..{num_classes - 1}")
+        label = labels[0]
+    elif cfg.label is not None:
+        requested_labels(cfg.label, num_classes)  # the one-line refusal of a label
+    out = Path(cfg.out) if cfg.out else unused_name(Path("arithmetic.png"))
+    if out.suffix != ".png":
+        raise UserError(f"out={out}: arithmetic writes one PNG; name a .png file")
+    device = resolve_device(cfg.device, key="device")
+    G = load_generator(state, ckpt_path, "G_ema" if "G_ema" in state else "G", device)
+    results = cfg.n if cfg.n is not None else 8
+    drawn = arithmetic.render(G, str(cfg.arithmetic), results, run_cfg.model.z_dim, run_cfg.trainer.noise,
+                              cfg.seed, label, device, limit=GRID_MAX)
+    arithmetic.write(drawn, out)
+    terms = " ".join(f"{'+' if sign > 0 else '-'}{idx}" for sign, idx, _ in drawn["terms"])
+    print(f"wrote {out}: a row per term ({terms}: its images, then its mean latent's), then {results} "
+          f"results, from {ckpt_path} (step {state['step']})")
+    return out

@@ -96,7 +96,7 @@ class TrainStep:
         # Generator.
         self.D.requires_grad_(False)
         with self.autocast:
-            g_loss = loss.g_loss(self.D_g, fake, y, codes)
+            g_loss = loss.g_loss(self.D_g, fake, y, codes, real=real)
         self.opt_G.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_G.step()

@@ -161,7 +161,7 @@ def test_help_lists_config_groups_and_cfg_job_prints_the_config(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("command", ["sample", "eval", "fit-classifier"])
+@pytest.mark.parametrize("command", ["sample", "eval", "summary", "fit-classifier"])
 def test_every_command_has_help(tmp_path, command):
     result = run_ganctl(command, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

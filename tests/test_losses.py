@@ -204,3 +204,41 @@ def test_information_term_adds_cross_entropy_on_the_codes_of_fakes_by_hand(name)
     assert "Loss/D_aux" not in stats
     assert d.item() == pytest.approx(d0.item() + 0.5 * ce_fake, rel=1e-6)
     assert g.item() == pytest.approx(g0.item() + 0.5 * ce_fake, rel=1e-6)
+
+
+class KnownFeatures(nn.Module):
+    """A 'discriminator' whose features are the first two values of its input and whose logit is
+    the first feature."""
+
+    def features_of(self, x, y=None):
+        return x.flatten(1)[:, :2]
+
+    def head(self, h, y=None):
+        return h[:, 0]
+
+    def forward(self, x, y=None):
+        return self.head(self.features_of(x, y), y)
+
+
+@pytest.mark.parametrize("name", ["bce", "lsgan", "hinge", "wgan", "wgan_gp"])
+def test_feature_matching_adds_the_weighted_squared_distance_of_feature_means_by_hand(name):
+    D = KnownFeatures()
+    real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    fake = torch.tensor([[0.0, 0.0], [2.0, 2.0]], requires_grad=True)
+    # Means (2, 3) and (1, 1): (2 - 1)^2 + (3 - 1)^2 = 5.
+    plain_loss = shipped(name).g_loss(D, fake)
+    with_fm = shipped(name, feature_matching=0.5).g_loss(D, fake, real=real)
+    assert with_fm.item() == pytest.approx(plain_loss.item() + 0.5 * 5)
+    # Its gradient on each fake feature: 0.5 * 2 * (mean_fake - mean_real) / B, on top of the plain loss's.
+    (g_fm,) = torch.autograd.grad(with_fm, fake)
+    (g_plain,) = torch.autograd.grad(shipped(name).g_loss(D, fake), fake)
+    torch.testing.assert_close(g_fm - g_plain, torch.tensor([[-0.5, -1.0], [-0.5, -1.0]]))
+
+
+def test_feature_matching_is_zero_for_the_same_batch_and_off_at_weight_zero():
+    D = KnownFeatures()
+    fake = torch.tensor([[0.5, -1.0], [2.0, 3.0]])
+    plain_loss = shipped("bce").g_loss(D, fake)
+    same = shipped("bce", feature_matching=3.0).g_loss(D, fake, real=fake.clone())
+    assert same.item() == pytest.approx(plain_loss.item())
+    assert shipped("bce").g_loss(D, fake, real=fake + 10).item() == plain_loss.item()

@@ -24,6 +24,26 @@ def test_shapes_and_range(make_cfg, model, img_channels, img_size):
     assert x.shape == (5, img_channels, img_size, img_size)
     assert x.min() >= -1 and x.max() <= 1
     assert D(x, y).shape == (5,)
+    # What feature matching reads: the features the head turns into D's output.
+    D.eval()
+    features = D.features_of(x, y)
+    assert features.dim() == 2 and features.shape[0] == 5
+    torch.testing.assert_close(D.head(features, y), D(x, y))
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+@pytest.mark.parametrize("img_size", [28, 32, 56, 64])
+def test_resize_and_convolve_generators_draw_the_same_sizes(make_cfg, upsample, img_size):
+    cfg = make_cfg("model=cdcgan", f"model.G.upsample={upsample}")
+    info = {"img_channels": 3, "img_size": img_size, "num_classes": 10}
+    G = build_generator(cfg.model, info)
+    reference = build_generator(make_cfg("model=cdcgan").model, info)
+    layers = [type(m) for m in G.net]
+    assert nn.ConvTranspose2d not in layers[1:] and layers.count(nn.Upsample) == len(
+        [m for m in reference.net if isinstance(m, nn.ConvTranspose2d)]) - 1
+    assert all(m.mode == upsample for m in G.net if isinstance(m, nn.Upsample))
+    z, y = torch.randn(2, cfg.model.z_dim), torch.tensor([1, 2])
+    assert G(z, y).shape == reference(z, y).shape == (2, 3, img_size, img_size)
 
 
 @pytest.mark.parametrize("model", [m for m in options("model") if m.startswith("c")])
@@ -87,6 +107,13 @@ def test_gradient_penalty_critic_gets_per_sample_norm_without_being_asked(make_c
     bce_cfg = make_cfg(f"model={model}", "loss=bce")
     D = build_discriminator(bce_cfg.model, info, per_sample=build_loss(bce_cfg, 0).per_sample_critic)
     assert any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+
+    # The WGAN-GP tutorial's InstanceNorm critic is per sample too.
+    gp_cfg = make_cfg(f"model={model}", "loss=wgan_gp", "model.D.norm=instance")
+    critic = build_discriminator(gp_cfg.model, info, per_sample=True).train()
+    assert any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in critic.modules())
+    alone = critic(x[:1], None if y is None else y[:1])
+    assert torch.allclose(critic(x, y)[:1], alone, atol=1e-5)
 
 
 def critic_norms(make_cfg, model, loss_name):

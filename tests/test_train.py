@@ -60,9 +60,11 @@ def test_keeps_the_last_k_periodic_checkpoints(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("option", ["trainer.noise=uniform", "trainer.precision=bf16",
                                     "trainer.label_smoothing=0.1", "optimizer=rmsprop", "loss.saturating=true",
-                                    "model.D.spectral_norm=true", "model.D.pack=2"])
+                                    "model.D.spectral_norm=true", "model.D.pack=2",
+                                    "loss.feature_matching=1 model.D.pack=2", "loss.feature_matching=1 model=cgan",
+                                    "model.D.norm=instance loss=wgan_gp", "model.G.upsample=bilinear"])
 def test_options_train(make_cfg, tmp_path, option):
-    metrics = train(make_cfg(option), tmp_path)
+    metrics = train(make_cfg(*option.split()), tmp_path)
     assert torch.isfinite(torch.tensor(metrics["Loss/G"]))
 
 

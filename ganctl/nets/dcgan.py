@@ -25,6 +25,17 @@ def base_size(img_size: int) -> tuple[int, int]:
     return side, n
 
 
+UPSAMPLING = ("transposed", "nearest", "bilinear")
+
+
+def up2(c_in: int, c_out: int, mode: str, bias: bool) -> list[nn.Module]:
+    """Twice the side: a 4x4 transposed convolution with stride 2 (DCGAN), or a resize by 2 and a
+    3x3 convolution, which cannot leave the checkerboard of uneven overlaps (Odena et al. 2016)."""
+    if mode == "transposed":
+        return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
+    return [nn.Upsample(scale_factor=2, mode=mode), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
+
+
 class Generator(nn.Module):
     """z (B, z_dim) [+ label] -> image (B, C, H, W) in [-1, 1].
 
@@ -34,10 +45,12 @@ class Generator(nn.Module):
     The code lives in z, so whatever draws z (samples, eval, interpolation) draws codes too."""
 
     def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0, *,
-                 ngf: int, embed_dim: int, cbn: bool, codes: int):
+                 ngf: int, embed_dim: int, cbn: bool, codes: int, upsample: str):
         super().__init__()
         if codes and num_classes:
             raise ValueError("codes needs an unconditional model: the label already plays its part")
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {upsample!r}")
         self.z_dim, self.num_classes, self.codes = z_dim, num_classes, codes
         side, n_up = base_size(img_size)
         width = ngf * 2 ** n_up
@@ -50,10 +63,9 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(z_dim + self.cond.out_extra, width, side, 1, 0, bias=False),
             bn(width), nn.ReLU(inplace=True)]
         for _ in range(n_up - 1):  # each doubles the side and halves the width
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
-                       bn(width // 2), nn.ReLU(inplace=True)]
+            layers += [*up2(width, width // 2, upsample, bias=False), bn(width // 2), nn.ReLU(inplace=True)]
             width //= 2
-        layers += [nn.ConvTranspose2d(width, img_channels, 4, 2, 1), nn.Tanh()]  # (B, C, H, W)
+        layers += [*up2(width, img_channels, upsample, bias=True), nn.Tanh()]  # (B, C, H, W)
         self.net = nn.Sequential(*layers)
 
     def code(self, z: torch.Tensor) -> torch.Tensor | None:
@@ -117,10 +129,14 @@ class Discriminator(nn.Module):
         if spectral_norm:
             spectral_norm_all(self)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def features_of(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The last feature map, flattened (B [/ pack], features): what the head reads."""
         if self.pack > 1:  # (B, C, H, W) -> (B / pack, pack * C, H, W): consecutive samples side by side
             B, C, H, W = x.shape
             if B % self.pack:
                 raise ValueError(f"a batch of {B} does not split into packs of {self.pack}")
             x = x.reshape(B // self.pack, self.pack * C, H, W)
-        return self.head(self.features(x), y)
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features_of(x, y), y)

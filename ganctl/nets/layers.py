@@ -3,16 +3,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-NORMS = ("batch", "layer", "none")
+NORMS = ("batch", "layer", "instance", "none")
 
 
 def norm2d(kind: str, channels: int) -> nn.Module:
-    """BatchNorm mixes samples; `layer` (GroupNorm with one group) is per sample, as a critic
-    trained with a gradient penalty needs."""
+    """BatchNorm mixes samples; `layer` (GroupNorm with one group) and `instance` are per sample,
+    as a critic trained with a gradient penalty needs."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "layer":
         return nn.GroupNorm(1, channels)
+    if kind == "instance":  # per sample and per channel: the WGAN-GP tutorial's critic
+        return nn.InstanceNorm2d(channels, affine=True)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")

@@ -65,6 +65,10 @@ class Discriminator(nn.Module):
         if spectral_norm:
             spectral_norm_all(self)
 
+    def features_of(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden layer (B, hidden[-1]): what the head reads."""
+        return self.features(self.cond(x.flatten(1), y))
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """Logits (B,), or (logits, class logits (B, K)) with the auxiliary classifier."""
-        return self.head(self.features(self.cond(x.flatten(1), y)), y)
+        return self.head(self.features_of(x, y), y)

@@ -1,0 +1,67 @@
+"""`ganctl summary`: the generator and discriminator that `ganctl train` would build (or a run
+saved), as layer tables from torchinfo: output shape and parameters per layer, totals and
+multiply-adds per image. Nothing is trained and no image is read.
+
+    ganctl summary model=cdcgan dataset=cifar10
+    ganctl summary ckpt=outputs/<day>/<run>
+"""
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ganctl import data
+from ganctl.build import plain, resolve_target
+from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
+from ganctl.models import build_discriminator, build_generator, build_loss, conditioning
+
+
+def nets(cfg: DictConfig, data_info: dict) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """G and D as `ganctl train` builds them for this config and data (before DDP or compile), and
+    the data_info they were built for (num_classes: what the model is conditioned on)."""
+    num_classes = conditioning(cfg.model, data_info["num_classes"], cfg.trainer.batch_size)
+    info = {**data_info, "num_classes": num_classes}
+    loss = build_loss(cfg, num_classes)
+    G = build_generator(cfg.model, info)
+    D = build_discriminator(cfg.model, info, per_sample=loss.per_sample_critic, clipped=loss.clipped_critic,
+                            aux=loss.aux_weight > 0)
+    return G, D, info
+
+
+def tables(G: torch.nn.Module, D: torch.nn.Module, info: dict, z_dim: int, depth: int) -> list:
+    """torchinfo's statistics of G (a batch of latents) and D (a batch of images), in eval mode.
+    The batch is one image, or D's pack of them."""
+    from torchinfo import summary  # imported by this command only
+    batch = getattr(D, "pack", 1) or 1
+    y = torch.zeros(batch, dtype=torch.long) if info["num_classes"] else None
+    x = torch.zeros(batch, info["img_channels"], info["img_size"], info["img_size"])
+    columns = ("output_size", "num_params", "mult_adds")
+    return [summary(net, input_data=[inputs] if y is None else [inputs, y], depth=depth, col_names=columns,
+                    mode="eval", device="cpu", verbose=0)
+            for net, inputs in ((G, torch.zeros(batch, z_dim)), (D, x))]
+
+
+def run_summary(cfg: DictConfig) -> tuple:
+    """The command: print both tables; (G's, D's statistics)."""
+    if cfg.ckpt:
+        path = resolve_checkpoint(cfg.ckpt, "outputs")
+        state = load_checkpoint(Path(path))
+        run_cfg = OmegaConf.create(state["cfg"])
+        data_info = dict(state["data"])
+        where = f"{path} (its saved config)"
+    else:
+        run_cfg = cfg
+        dataset = plain(cfg.dataset)
+        data_info = data.shape(resolve_target(dataset["_target_"], "dataset"), dataset)
+        where = "the composed config"
+    G, D, info = nets(run_cfg, data_info)
+    stats = tables(G, D, info, run_cfg.model.z_dim, cfg.depth)
+    classes = f", {info['num_classes']} classes" if info["num_classes"] else ""
+    print(f"model={run_cfg.model.name}, images {info['img_channels']}x{info['img_size']}x{info['img_size']}"
+          f"{classes}, from {where}")
+    for name, s in zip(("G", "D"), stats):
+        batch = s.input_size[0][0] if s.input_size else 1
+        print(f"\n{name}: {s.total_params:,} parameters, {s.total_mult_adds / batch / 1e6:,.1f}M multiply-adds "
+              f"per image")
+        print(s)
+    return tuple(stats)

@@ -1,0 +1,93 @@
+"""`ganctl summary`: the layer tables describe the very nets that `ganctl train` builds."""
+import re
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from conftest import one_line_error, options
+from ganctl import data
+from ganctl.build import build, plain, resolve_target
+from ganctl.checkpoint import load_checkpoint
+from ganctl.models import build_loss, build_step, check_compatible
+from ganctl.summary import run_summary
+
+
+def totals(stdout: str) -> list[int]:
+    """The "Total params: N" of each torchinfo table printed."""
+    return [int(n.replace(",", "")) for n in re.findall(r"Total params: ([\d,]+)", stdout)]
+
+
+def trained_nets(cfg, loaded):
+    """G and D as the training loop builds them (ganctl.train._train's own calls)."""
+    num_classes = check_compatible(cfg.model, loaded, cfg.trainer.batch_size)
+    info = {"img_channels": loaded.img_channels, "img_size": loaded.img_size, "num_classes": num_classes}
+    step, _ = build_step(cfg, info, build_loss(cfg, num_classes), torch.device("cpu"))
+    return step.G, step.D
+
+
+@pytest.mark.parametrize("overrides", [(f"model={m}",) for m in options("model")] + [
+    ("model=cdcgan", "dataset=cifar10"), ("model=dcgan", "loss=wgan_gp"), ("model=dcgan", "model.D.pack=2"),
+    ("model=gan", "loss=wgan"), ("model=dcgan", "model.G.codes=10", "model.aux_weight=1")])
+def test_totals_are_the_parameters_that_train_builds(make_cfg, cifar_files_pass_their_checksums, capsys,
+                                                     overrides):
+    cfg = make_cfg(*overrides)
+    loaded = build(cfg.dataset, "dataset", device="cpu")
+    # The data's shape comes from the config alone, and is the loaded data's.
+    assert data.shape(resolve_target(cfg.dataset._target_, "dataset"), plain(cfg.dataset)) == {
+        "img_channels": loaded.img_channels, "img_size": loaded.img_size, "num_classes": loaded.num_classes}
+    G, D = trained_nets(cfg, loaded)
+    with open_dict(cfg):
+        cfg.ckpt, cfg.depth = None, 3
+    stats = run_summary(cfg)
+    expected = [sum(p.numel() for p in net.parameters()) for net in (G, D)]
+    assert [s.total_params for s in stats] == expected
+    assert totals(capsys.readouterr().out) == expected
+
+
+def test_the_cli_prints_both_tables_and_writes_nothing(ganctl, tmp_path):
+    code, out, err = ganctl("summary", "model=cdcgan", "dataset=cifar10", cwd=tmp_path)
+    assert code == 0, err
+    assert "images 3x32x32, 10 classes" in out and out.count("multiply-adds per image") == 2
+    assert len(totals(out)) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_run_is_summarised_from_its_saved_config(ganctl, tiny_run, tmp_path):
+    state = load_checkpoint(tiny_run / "checkpoints" / "last.pt")
+    code, out, err = ganctl("summary", f"ckpt={tiny_run}", cwd=tmp_path)
+    assert code == 0, err
+    # Parameters are the saved state_dict's entries less BatchNorm's buffers.
+    assert totals(out) == [sum(v.numel() for k, v in state[net].items()
+                               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+                           for net in ("G", "D")]
+
+
+def test_a_folders_classes_are_its_subfolders(ganctl, image_folder, tmp_path):
+    code, out, err = ganctl("summary", "model=cdcgan", "dataset=folder", f"dataset.root={image_folder}",
+                            "dataset.img_size=32", cwd=tmp_path)
+    assert code == 0, err
+    assert "images 3x32x32, 2 classes" in out
+
+
+@pytest.mark.parametrize("args,words", [
+    (("model=cdcgan", "dataset=folder", "dataset.root=nowhere"), ["nowhere", "not a folder"]),
+    (("ckpt=nowhere",), ["nowhere", "does not exist"]),
+    (("model=dcgan", "model.D.pack=3", "trainer.batch_size=64"), ["pack=3", "batch_size"]),
+    (("depth=0",), ["depth=0", ">= 1"]),
+])
+def test_summary_mistakes_are_one_line(tmp_path, ganctl, args, words):
+    one_line_error(*ganctl("summary", *args, cwd=tmp_path)[::2], *words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_from_before_the_newer_keys_loads_as_it_was_trained(ganctl, tiny_run, tmp_path):
+    path = tiny_run / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    del state["cfg"]["model"]["G"]["upsample"], state["cfg"]["loss"]["feature_matching"]
+    torch.save(state, path)
+    loaded = load_checkpoint(path)
+    assert loaded["cfg"]["model"]["G"]["upsample"] == "transposed" and loaded["cfg"]["loss"]["feature_matching"] == 0
+    for args in (("summary", f"ckpt={tiny_run}"), ("sample", f"ckpt={tiny_run}", "n=4", "out=x.png")):
+        code, _, err = ganctl(*args, cwd=tmp_path)
+        assert code == 0, err
