@@ -169,6 +169,13 @@ class _ImageFiles(Dataset):
             return self.transform(img.convert(self.mode)), self.labels[i]
 
 
+def folder_classes(root: Path) -> list[str]:
+    """The class subfolders of an image folder, sorted (none: one class, the images in root)."""
+    if not root.is_dir():
+        raise UserError(f"dataset.root {root} is not a folder")
+    return sorted(d.name for d in root.iterdir() if d.is_dir())
+
+
 class FolderImages:
     """Images under root/<class>/ (or directly under root: one class), resized and
     center-cropped to img_size, read by a DataLoader."""
@@ -177,9 +184,7 @@ class FolderImages:
                  device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1):
         from torchvision import transforms as T
         root_path = Path(root).expanduser().resolve()
-        if not root_path.is_dir():
-            raise UserError(f"dataset.root {root_path} is not a folder")
-        classes = sorted(d.name for d in root_path.iterdir() if d.is_dir())
+        classes = folder_classes(root_path)
         files, labels = [], []
         for k, name in enumerate(classes or [""]):
             found = sorted(p for p in (root_path / name).rglob("*")  # regular files: a FIFO would hang
@@ -254,10 +259,8 @@ def shape(loader, settings: dict) -> dict:
     """The data_info (img_channels, img_size, num_classes) that `loader` with `settings` would give,
     without decoding an image: a folder's classes are its subfolders."""
     if loader is load_folder:
-        root = Path(settings["root"]).expanduser()
-        if not root.is_dir():
-            raise UserError(f"dataset.root {root.resolve()} is not a folder")
-        classes = sum(1 for d in root.iterdir() if d.is_dir())
-        return {"img_channels": settings["channels"], "img_size": settings["img_size"], "num_classes": max(classes, 1)}
+        classes = folder_classes(Path(settings["root"]).expanduser().resolve())
+        return {"img_channels": settings["channels"], "img_size": settings["img_size"],
+                "num_classes": max(len(classes), 1)}
     channels, size, classes = SHAPES[loader]
     return {"img_channels": channels, "img_size": size, "num_classes": classes}

@@ -74,6 +74,11 @@ def unused_name(path: Path, *also: str) -> Path:
     return candidate
 
 
+def averaged_generator(state: dict, ckpt_path: Path, device):
+    """The run's generator for drawing: the moving average of G's weights where the run kept one."""
+    return load_generator(state, ckpt_path, "G_ema" if "G_ema" in state else "G", device)
+
+
 def sample(cfg: DictConfig) -> Path:
     ckpt_path = resolve_checkpoint(cfg.ckpt, cfg.outputs)
     state = load_checkpoint(ckpt_path)
@@ -94,7 +99,7 @@ def sample(cfg: DictConfig) -> Path:
                         f"out=<name>.npz or out=<folder>")
 
     device = resolve_device(cfg.device, key="device")
-    G = load_generator(state, ckpt_path, "G_ema" if "G_ema" in state else "G", device)  # the average where kept
+    G = averaged_generator(state, ckpt_path, device)
     if cfg.interpolate not in (None, False, "false", "False"):
         return _interpolate(cfg, G, run_cfg, num_classes, ckpt_path, state["step"], device)
     images, y = generate(G, n, labels, run_cfg.model.z_dim, run_cfg.trainer.noise, cfg.seed, device)
@@ -133,7 +138,7 @@ def _arithmetic(cfg, state: dict, ckpt_path: Path, run_cfg, num_classes: int) ->
     if out.suffix != ".png":
         raise UserError(f"out={out}: arithmetic writes one PNG; name a .png file")
     device = resolve_device(cfg.device, key="device")
-    G = load_generator(state, ckpt_path, "G_ema" if "G_ema" in state else "G", device)
+    G = averaged_generator(state, ckpt_path, device)
     results = cfg.n if cfg.n is not None else 8
     drawn = arithmetic.render(G, str(cfg.arithmetic), results, run_cfg.model.z_dim, run_cfg.trainer.noise,
                               cfg.seed, label, device, limit=GRID_MAX)
