@@ -138,6 +138,16 @@ def _group_names() -> set[str]:
     return {d.name for d in importlib.resources.files("ganctl.conf").iterdir() if d.is_dir()}
 
 
+def _refuse_unknown_keys(command: str, parsed: list) -> None:
+    """One line for overrides of keys that the command's config (with the chosen groups) lacks."""
+    from hydra import compose
+    groups = [o.input_line for o in parsed if o.key_or_group in _group_names() and o.package is None
+              and not (o.is_add() or o.is_force_add() or o.is_delete())]
+    unknown = _unknown_keys(compose(CONFIG_NAMES[command], overrides=groups), parsed)
+    if unknown:
+        fail("; ".join(unknown))
+
+
 def _check_config(command: str, args: list[str]) -> None:
     """Compose the command's config as Hydra will and check its keys and ranges first, so a
     mistake costs one line and leaves nothing behind (Hydra's own errors span lines). A sweep's
@@ -157,12 +167,16 @@ def _check_config(command: str, args: list[str]) -> None:
             for job in jobs:
                 job = [a for a in job if not a.lstrip("+~").startswith("hydra") and not a.startswith("-")]
                 parsed = OverridesParser.create().parse_overrides(job)
-                groups = [o.input_line for o in parsed if o.key_or_group in _group_names() and o.package is None
-                          and not (o.is_add() or o.is_force_add() or o.is_delete())]
-                unknown = _unknown_keys(compose(CONFIG_NAMES[command], overrides=groups), parsed)
-                if unknown:
-                    fail("; ".join(unknown))
-                cfg = compose(CONFIG_NAMES[command], overrides=job)
+                # Hydra refuses a plain override of a missing key itself (in many lines), but
+                # adds a `+key` silently: the config without the overrides names the known keys.
+                # Composing costs ~0.1 s, so that second composition happens only when needed.
+                if any(o.is_add() or o.is_force_add() for o in parsed):
+                    _refuse_unknown_keys(command, parsed)
+                try:
+                    cfg = compose(CONFIG_NAMES[command], overrides=job)
+                except Exception:
+                    _refuse_unknown_keys(command, parsed)
+                    raise
                 errors = [] if multirun else ranges.range_errors(cfg)
                 if errors:
                     fail("; ".join(errors))
