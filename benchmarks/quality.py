@@ -4,6 +4,10 @@ MNIST and judged by `ganctl eval` (10,000 images), one table for docs/results.md
     GANCTL_DATA=../shared/data python benchmarks/quality.py                  # every pair, seed 0
     python benchmarks/quality.py --pairs cdcgan:bce,dcgan:wgan_gp --seeds 0,1 --steps 936
     python benchmarks/quality.py --table-only                               # rewrite the table from the JSON
+    python benchmarks/quality.py --pairs dcgan:bce --set model.G.upsample=nearest   # an option's row
+
+Rows trained with --set overrides are an experiment, not the defaults: they are printed as their
+own table (next to the defaults' rows of the same pairs and seeds) and kept out of results.md's.
 
 Each run lives in --runs/<model>_<loss>_s<seed>; a run whose eval.json exists is not trained again,
 so a cut-short invocation goes on where it stopped. The figures go to --out (JSON, rewritten after
@@ -55,9 +59,9 @@ def ganctl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True)
 
 
-def run_pair(runs: Path, model: str, loss: str, seed: int, steps: int, n: int) -> dict:
-    """Train (unless done) and evaluate one pair; the row of the table."""
-    run_dir = runs / f"{model}_{loss}_s{seed}"
+def run_pair(runs: Path, model: str, loss: str, seed: int, steps: int, n: int, sets: tuple = ()) -> dict:
+    """Train (unless done) and evaluate one pair, with `sets` overrides; the row of the table."""
+    run_dir = runs / "_".join([f"{model}_{loss}_s{seed}", *(s.replace("/", "-") for s in sets)])
     if not (run_dir / "eval.json").is_file():
         if run_dir.exists():  # a run cut short: start it again from nothing
             import shutil
@@ -65,16 +69,16 @@ def run_pair(runs: Path, model: str, loss: str, seed: int, steps: int, n: int) -
         t0 = time.perf_counter()
         r = ganctl("train", f"model={model}", f"loss={loss}", f"trainer.max_steps={steps}",
                    f"trainer.seed={seed}", "dataset.download=false", "trainer.progress=false",
-                   f"hydra.run.dir={run_dir}", cwd=runs)
+                   *sets, f"hydra.run.dir={run_dir}", cwd=runs)
         train_s = time.perf_counter() - t0
         if r.returncode != 0:
-            return {"model": model, "loss": loss, "seed": seed, "steps": steps, "error": r.stderr.strip()[-300:]}
+            return {"model": model, "loss": loss, "seed": seed, "steps": steps, "set": " ".join(sets), "error": r.stderr.strip()[-300:]}
         (run_dir / "train_wall_s.txt").write_text(f"{train_s:.1f}\n")
         r = ganctl("eval", f"ckpt={run_dir}", "which=last", f"n={n}", cwd=runs)
         if r.returncode != 0:
-            return {"model": model, "loss": loss, "seed": seed, "steps": steps, "error": r.stderr.strip()[-300:]}
+            return {"model": model, "loss": loss, "seed": seed, "steps": steps, "set": " ".join(sets), "error": r.stderr.strip()[-300:]}
     metrics = {k: v["value"] for k, v in json.loads((run_dir / "eval.json").read_text())["metrics"].items()}
-    return {"model": model, "loss": loss, "seed": seed, "steps": steps,
+    return {"model": model, "loss": loss, "seed": seed, "steps": steps, **({"set": " ".join(sets)} if sets else {}),
             "train_s": float((run_dir / "train_wall_s.txt").read_text()),
             **{k: metrics.get(k) for k in ("fid", "fid_floor", "fid_ratio", "label_acc", "label_tv",
                                            "precision", "recall")}}
@@ -84,8 +88,10 @@ def table(rows: list[dict], where: str) -> str:
     """The Markdown table: one line per pair, seeds joined with commas."""
     lines = ["| model | loss | steps | seeds | FID | FID / floor | label acc (conditional) or label TV | "
              "recall | train time | machine |", "|" + " --- |" * 10]
-    key = lambda r: (options("model").index(r["model"]), options("loss").index(r["loss"]))
-    for (model, loss), group in itertools.groupby(sorted(rows, key=key), key=lambda r: (r["model"], r["loss"])):
+    key = lambda r: (options("model").index(r["model"]), options("loss").index(r["loss"]), r.get("set", ""))
+    for (model, loss, sets), group in itertools.groupby(sorted(rows, key=key), key=key):
+        model, loss = options("model")[model], options("loss")[loss]
+        loss = f"{loss} {sets}".strip()
         group = sorted(group, key=lambda r: r["seed"])
         done = [r for r in group if "error" not in r]
         if not done:
@@ -121,6 +127,7 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=Path, default=REPO / "outputs" / "quality")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
                    f"quality-{datetime.date.today().isoformat()}.json")
+    p.add_argument("--set", action="append", default=[], help="an override for every run (repeatable)")
     p.add_argument("--table-only", action="store_true", help="rewrite docs/results.md's table from --out")
     args = p.parse_args(argv)
     if not args.table_only:
@@ -130,13 +137,19 @@ def main(argv=None) -> None:
         args.runs.mkdir(parents=True, exist_ok=True)
         saved = json.loads(args.out.read_text()) if args.out.is_file() else {"machine": machine(), "rows": []}
         for (model, loss), seed in itertools.product(pairs, seeds):
-            row = run_pair(args.runs, model, loss, seed, args.steps, args.n)
-            saved["rows"] = [r for r in saved["rows"] if (r["model"], r["loss"], r["seed"], r["steps"])
-                             != (model, loss, seed, args.steps)] + [row]
+            row = run_pair(args.runs, model, loss, seed, args.steps, args.n, tuple(args.set))
+            same = lambda r: (r["model"], r["loss"], r["seed"], r["steps"], r.get("set", "")) == \
+                (model, loss, seed, args.steps, " ".join(args.set))
+            saved["rows"] = [r for r in saved["rows"] if not same(r)] + [row]
             args.out.write_text(json.dumps(saved, indent=1))
             print(json.dumps(row), flush=True)
     saved = json.loads(args.out.read_text())
-    text = table(saved["rows"], saved["machine"])
+    if args.set:  # an experiment: its rows beside the defaults' rows of the same pairs, printed only
+        pairs = {(r["model"], r["loss"]) for r in saved["rows"] if r.get("set") == " ".join(args.set)}
+        print(table([r for r in saved["rows"] if (r["model"], r["loss"]) in pairs
+                     and r.get("set", "") in ("", " ".join(args.set))], saved["machine"]))
+        return
+    text = table([r for r in saved["rows"] if not r.get("set")], saved["machine"])
     print(text)
     write_table(text)
 
