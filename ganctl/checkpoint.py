@@ -107,6 +107,9 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 # trained: (where, for which _target_ (None: any), key, value). An older run loads as it was.
 ADDED_KEYS = [
     (("model", "G"), "ganctl.nets.dcgan.Generator", "upsample", "transposed"),
+    (("model", "G"), "ganctl.nets.dcgan.Generator", "cond", "concat"),
+    (("model", "G"), "ganctl.nets.dcgan.Generator", "noise_injection", False),
+    (("model", "D"), "ganctl.nets.dcgan.Discriminator", "cond", "projection"),
     (("loss",), None, "feature_matching", 0.0),
 ]
 

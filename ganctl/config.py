@@ -59,6 +59,8 @@ class DCGANGeneratorConfig:
     cbn: bool = MISSING
     codes: int = MISSING
     upsample: str = MISSING
+    cond: str = MISSING
+    noise_injection: bool = MISSING
 
 
 @dataclass
@@ -69,6 +71,7 @@ class DCGANDiscriminatorConfig:
     mbstd: bool = MISSING
     spectral_norm: bool = MISSING
     pack: int = MISSING
+    cond: str = MISSING
 
 
 @dataclass

@@ -67,6 +67,12 @@ def conditioning(model_cfg, num_classes: int, batch_size: int) -> int:
     if model_cfg["G"].get("codes") and num_classes:
         raise UserError(f"model.G.codes={model_cfg['G']['codes']} needs an unconditional model (InfoGAN's codes "
                         f"stand in for labels); got model={name}")
+    labels = {"G": num_classes or model_cfg["G"].get("codes"), "D": num_classes}  # what each net is conditioned on
+    label_inputs = [f"model.{net}.cond={model_cfg[net]['cond']}" for net, plain in (("G", "concat"), ("D", "projection"))
+                    if model_cfg[net].get("cond", plain) != plain and not labels[net]]
+    if label_inputs:
+        raise UserError(f"{' and '.join(label_inputs)} needs labels: a conditional model (model=cdcgan) "
+                        f"and a dataset with classes; got model={name}")
     pack = model_cfg["D"].get("pack", 1)
     if pack > 1 and (num_classes or batch_size % pack):
         raise UserError(f"model.D.pack={pack} needs an unconditional model and a trainer.batch_size that "

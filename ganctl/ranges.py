@@ -6,6 +6,8 @@ Types are the schemas' job (ganctl.config); these are the ranges.
 """
 import re
 
+from ganctl.nets.dcgan import D_CONDITIONING, G_CONDITIONING, UPSAMPLING
+
 
 def _adam_betas_ok(betas) -> bool:
     return len(betas) == 2 and all(0 <= b < 1 for b in betas)
@@ -68,6 +70,9 @@ RANGES = [
     ("dataset.img_size", ">= 8", lambda v: v >= 8),
     ("dataset.num_workers", ">= 0", lambda v: v >= 0),
     ("model.G.codes", "0 or >= 2", lambda v: v == 0 or v >= 2),
+    ("model.G.upsample", "one of " + ", ".join(UPSAMPLING), lambda v: v in UPSAMPLING),
+    ("model.G.cond", "one of " + ", ".join(G_CONDITIONING), lambda v: v in G_CONDITIONING),
+    ("model.D.cond", "one of " + ", ".join(D_CONDITIONING), lambda v: v in D_CONDITIONING),
     ("depth", ">= 1", lambda v: v >= 1),  # ganctl summary
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]

@@ -181,10 +181,18 @@ def test_broken_dataset_files_are_one_line(tmp_path, ganctl, case, says):
     (["model.G.ngf=0"], ["model.G.ngf=0", ">= 1"]),
     (["model=gan", "model.G.hidden=[16,0]"], ["model.G.hidden=[16, 0]", "widths >= 1"]),
     (["dataset=folder", "dataset.root=x", "dataset.channels=2"], ["dataset.channels=2", "1 (grey) or 3 (RGB)"]),
+    (["model=cdcgan", "model.G.cond=add"], ["model.G.cond=add", "one of concat, multiply"]),
+    (["model=cdcgan", "model.D.cond=input"], ["model.D.cond=input", "one of projection, channel"]),
 ])
 def test_more_bad_values_are_refused_before_anything_is_written(tmp_path, ganctl, args, says):
     one_line_error(*ganctl("train", *args, cwd=tmp_path)[::2], *says)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_label_conditioning_of_an_unconditional_model_is_one_line(tmp_path, ganctl, data_root):
+    code, _, err = ganctl("train", f"dataset.root={data_root}", "dataset.download=false", "model=dcgan", "model.G.cond=multiply", "model.D.cond=channel",
+                          cwd=tmp_path)
+    one_line_error(code, err, "model.G.cond=multiply and model.D.cond=channel needs labels", "model=cdcgan")
 
 
 @pytest.mark.parametrize("args,says", [

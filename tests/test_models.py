@@ -5,6 +5,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from conftest import options
+from ganctl.errors import UserError
 from ganctl.nets import dcgan
 from ganctl.models import build_discriminator, build_generator, build_loss
 
@@ -58,6 +59,50 @@ def test_conditional_outputs_depend_on_the_label(make_cfg, model):
     same_x = x[:1].repeat(10, 1, 1, 1)
     logits = D(same_x, torch.arange(10))
     assert logits.std() > 0  # D scores the same image differently for different labels
+
+
+def test_the_conditional_tutorials_generator_multiplies_the_label_into_z_and_injects_noise(make_cfg):
+    cfg = make_cfg("model=cdcgan", "model.G.cond=multiply", "model.G.noise_injection=true")
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10}
+    G = build_generator(cfg.model, info).eval()
+    seen = {}
+    G.net[0].register_forward_hook(lambda m, args, out: seen.update(first_in=args[0]))
+    G.net[2].register_forward_hook(lambda m, args, out: seen.update(block_out=out.clone()))
+    G.net[3].register_forward_hook(lambda m, args, out: seen.update(second_in=args[0]))
+    z, y = torch.randn(3, cfg.model.z_dim), torch.tensor([0, 4, 9])
+    G(z, y)
+    # z * embed(y), the size of z: nothing is appended
+    assert torch.equal(seen["first_in"], (z * G.cond.embed.weight[y])[:, :, None, None])
+    # the first feature map gets tanh(1x1 conv of z), the same at every position
+    injected = torch.tanh(G.inject(z[:, :, None, None]))
+    assert injected.shape == (3, seen["block_out"].shape[1], 1, 1)
+    assert torch.allclose(seen["second_in"], seen["block_out"] + injected)
+    # class weights mix the embeddings as labels do
+    assert torch.allclose(G(z, nn.functional.one_hot(y, 10).float()), G(z, y), atol=1e-6)
+
+
+def test_the_conditional_tutorials_discriminator_reads_the_label_as_a_plane_beside_the_image(make_cfg):
+    cfg = make_cfg("model=cdcgan", "model.D.cond=channel", "loss=wgan_gp")
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10}
+    D = build_discriminator(cfg.model, info, per_sample=True).train()
+    seen = {}
+    D.features[0].register_forward_hook(lambda m, args, out: seen.update(first_in=args[0]))
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 3, 3, 7])
+    out = D(x, y)
+    assert seen["first_in"].shape == (4, 2, 28, 28) and torch.equal(seen["first_in"][:, :1], x)
+    assert torch.equal(seen["first_in"][:, 1], D.plane.embed.weight[y].view(4, 28, 28))
+    assert D.head.embed is None  # the label entered at the input: no projection at the output
+    assert torch.allclose(D(x[1:2], y[1:2]), out[1:2], atol=1e-5)  # per sample under the penalty
+    assert D(x[:1].repeat(10, 1, 1, 1), torch.arange(10)).std() > 0
+
+
+@pytest.mark.parametrize("option,words", [("model.G.cond=multiply", "G.cond=multiply needs labels"),
+                                          ("model.D.cond=channel", "D.cond=channel needs labels")])
+def test_label_conditioning_needs_labels(make_cfg, option, words):
+    cfg = make_cfg("model=dcgan", option)
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
+    with pytest.raises(UserError, match=words):
+        build_generator(cfg.model, info) if ".G." in option else build_discriminator(cfg.model, info, False)
 
 
 @pytest.mark.parametrize("model", [m for m in options("model") if not m.startswith("c")])
@@ -236,7 +281,7 @@ def test_spectral_norm_holds_every_discriminator_layer_at_unit_gain(make_cfg, mo
 
 def test_packed_discriminator_scores_each_pack_from_all_its_members():
     # eval: BatchNorm's running statistics, no mixing
-    D = dcgan.Discriminator(1, 28, ndf=64, norm="batch", mbstd=False, spectral_norm=False, pack=2).eval()
+    D = dcgan.Discriminator(1, 28, ndf=64, norm="batch", mbstd=False, spectral_norm=False, pack=2, cond="projection").eval()
     x = torch.randn(6, 1, 28, 28)
     out = D(x)
     assert out.shape == (3,)  # one logit per pack of two consecutive samples

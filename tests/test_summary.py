@@ -84,10 +84,13 @@ def test_summary_mistakes_are_one_line(tmp_path, ganctl, args, words):
 def test_a_checkpoint_from_before_the_newer_keys_loads_as_it_was_trained(ganctl, tiny_run, tmp_path):
     path = tiny_run / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
-    del state["cfg"]["model"]["G"]["upsample"], state["cfg"]["loss"]["feature_matching"]
+    G, D = state["cfg"]["model"]["G"], state["cfg"]["model"]["D"]
+    del G["upsample"], G["cond"], G["noise_injection"], D["cond"], state["cfg"]["loss"]["feature_matching"]
     torch.save(state, path)
     loaded = load_checkpoint(path)
-    assert loaded["cfg"]["model"]["G"]["upsample"] == "transposed" and loaded["cfg"]["loss"]["feature_matching"] == 0
+    G, D = loaded["cfg"]["model"]["G"], loaded["cfg"]["model"]["D"]
+    assert (G["upsample"], G["cond"], G["noise_injection"], D["cond"]) == ("transposed", "concat", False, "projection")
+    assert loaded["cfg"]["loss"]["feature_matching"] == 0
     for args in (("summary", f"ckpt={tiny_run}"), ("sample", f"ckpt={tiny_run}", "n=4", "out=x.png")):
         code, _, err = ganctl(*args, cwd=tmp_path)
         assert code == 0, err

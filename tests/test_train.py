@@ -62,7 +62,8 @@ def test_keeps_the_last_k_periodic_checkpoints(make_cfg, tmp_path):
                                     "trainer.label_smoothing=0.1", "optimizer=rmsprop", "loss.saturating=true",
                                     "model.D.spectral_norm=true", "model.D.pack=2",
                                     "loss.feature_matching=1 model.D.pack=2", "loss.feature_matching=1 model=cgan",
-                                    "model.D.norm=instance loss=wgan_gp", "model.G.upsample=bilinear"])
+                                    "model.D.norm=instance loss=wgan_gp", "model.G.upsample=bilinear",
+                                    "model=cdcgan model.G.cond=multiply model.G.noise_injection=true model.D.cond=channel"])
 def test_options_train(make_cfg, tmp_path, option):
     metrics = train(make_cfg(*option.split()), tmp_path)
     assert torch.isfinite(torch.tensor(metrics["Loss/G"]))

@@ -1,5 +1,6 @@
 """DCGAN generator and discriminator (Radford et al. 2015), conditional when num_classes > 0:
-G concatenates a label embedding to z, D is a projection discriminator.
+G concatenates a label embedding to z (or multiplies one into it), D is a projection
+discriminator (or reads the label as an extra input channel).
 
 The depth follows the image size: halve it while it stays even and >= 4, so 28 -> 14 -> 7
 (two up-sampling layers from a 7x7 base) and 32 -> 16 -> 8 -> 4 (three from 4x4).
@@ -9,8 +10,8 @@ import logging
 import torch
 from torch import nn
 
-from ganctl.nets.layers import (ConcatEmbedding, ConditionalBatchNorm2d, MinibatchStd, ProjectionHead, norm2d,
-                               spectral_norm_all)
+from ganctl.nets.layers import (ConcatEmbedding, ConditionalBatchNorm2d, LabelPlane, MinibatchStd,
+                               MultiplyEmbedding, ProjectionHead, norm2d, spectral_norm_all)
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ def base_size(img_size: int) -> tuple[int, int]:
 
 
 UPSAMPLING = ("transposed", "nearest", "bilinear")
+G_CONDITIONING = ("concat", "multiply")
+D_CONDITIONING = ("projection", "channel")
+
+
+def _choice(name: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def up2(c_in: int, c_out: int, mode: str, bias: bool) -> list[nn.Module]:
@@ -42,19 +50,28 @@ class Generator(nn.Module):
     codes: an unconditional G with a categorical code of `codes` values read from z and embedded
     like a label (InfoGAN, Chen et al. 2016); D's code head and the loss's information term
     (model.aux_weight) make each code draw something D can tell apart: on MNIST, a digit.
-    The code lives in z, so whatever draws z (samples, eval, interpolation) draws codes too."""
+    The code lives in z, so whatever draws z (samples, eval, interpolation) draws codes too.
+
+    cond: `concat` appends an embed_dim label embedding to z; `multiply` multiplies a z-sized one
+    into z (the conditional DCGAN tutorial). noise_injection: tanh of a 1x1 convolution of z is
+    added to the first feature map (the same tutorial), on top of z entering at the input."""
 
     def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0, *,
-                 ngf: int, embed_dim: int, cbn: bool, codes: int, upsample: str):
+                 ngf: int, embed_dim: int, cbn: bool, codes: int, upsample: str, cond: str,
+                 noise_injection: bool):
         super().__init__()
         if codes and num_classes:
             raise ValueError("codes needs an unconditional model: the label already plays its part")
-        if upsample not in UPSAMPLING:
-            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {upsample!r}")
+        _choice("upsample", upsample, UPSAMPLING)
+        _choice("G.cond", cond, G_CONDITIONING)
+        if cond == "multiply" and not (num_classes or codes):
+            raise ValueError("G.cond=multiply needs labels: a conditional model (or codes)")
         self.z_dim, self.num_classes, self.codes = z_dim, num_classes, codes
         side, n_up = base_size(img_size)
         width = ngf * 2 ** n_up
-        self.cond = ConcatEmbedding(num_classes or codes, embed_dim)
+        self.cond = (MultiplyEmbedding(num_classes or codes, z_dim) if cond == "multiply"
+                     else ConcatEmbedding(num_classes or codes, embed_dim))
+        self.inject = nn.Conv2d(z_dim, width, 1) if noise_injection else None  # (B, z_dim, 1, 1) -> (B, width, 1, 1)
 
         def bn(c):  # class-conditional BatchNorm where asked for (conditional models only)
             return ConditionalBatchNorm2d(c, num_classes) if cbn and num_classes else nn.BatchNorm2d(c)
@@ -77,8 +94,10 @@ class Generator(nn.Module):
         if self.codes:
             y = self.code(z)
         h = self.cond(z, y)[:, :, None, None]  # (B, z_dim [+ embed_dim], 1, 1)
-        for layer in self.net:
+        for i, layer in enumerate(self.net):
             h = layer(h, y) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
+            if i == 2 and self.inject is not None:  # after the first block's ReLU: (B, width, side, side)
+                h = h + torch.tanh(self.inject(z[:, :, None, None]))
         return h
 
 
@@ -90,11 +109,12 @@ class Discriminator(nn.Module):
     spectrally normalised (SNGAN), on top of `norm`. pack: D judges `pack` samples at once, stacked
     as channels, and returns one logit per pack (B / pack,): a G that draws few modes makes packs
     that look alike, which single samples cannot show (PacGAN, Lin et al. 2018). codes: a head that
-    reads G's categorical code back (InfoGAN's Q), returned as the second output.
+    reads G's categorical code back (InfoGAN's Q), returned as the second output. cond: how the
+    label enters, `projection` at the output or `channel`, an embedded plane beside the image.
     """
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, *, ndf: int, norm: str,
-                 mbstd: bool, spectral_norm: bool, pack: int, aux: bool = False, codes: int = 0,
+                 mbstd: bool, spectral_norm: bool, pack: int, cond: str, aux: bool = False, codes: int = 0,
                  per_sample: bool = False, clipped: bool = False):
         """per_sample: the loss penalises per-sample gradients, so nothing may mix the samples of a
         batch: norm=auto is then per-sample LayerNorm (else BatchNorm), mbstd and pack are off.
@@ -114,9 +134,13 @@ class Discriminator(nn.Module):
             pack = 1
         if pack > 1 and num_classes > 0:
             raise ValueError("pack > 1 needs an unconditional model: a pack has no single label")
+        _choice("D.cond", cond, D_CONDITIONING)
+        if cond == "channel" and not num_classes:
+            raise ValueError("D.cond=channel needs labels: a conditional model")
         self.num_classes, self.pack = num_classes, pack
+        self.plane = LabelPlane(num_classes, img_size) if cond == "channel" else None
         side, n_down = base_size(img_size)
-        layers = [nn.Conv2d(img_channels * pack, ndf, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        layers = [nn.Conv2d(img_channels * pack + int(cond == "channel"), ndf, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         width = ndf  # (B, ndf, H/2, W/2)
         for _ in range(n_down - 1):  # each halves the side and doubles the width
             layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=norm == "none"),
@@ -125,7 +149,8 @@ class Discriminator(nn.Module):
         if mbstd:  # (B, width + 1, side, side)
             layers += [MinibatchStd()]
         self.features = nn.Sequential(*layers, nn.Flatten())  # (B, (width [+ 1]) * side * side)
-        self.head = ProjectionHead((width + int(mbstd)) * side * side, num_classes, aux, codes=codes)
+        self.head = ProjectionHead((width + int(mbstd)) * side * side, num_classes, aux,
+                                   projection=cond == "projection", codes=codes)
         if spectral_norm:
             spectral_norm_all(self)
 
@@ -136,6 +161,8 @@ class Discriminator(nn.Module):
             if B % self.pack:
                 raise ValueError(f"a batch of {B} does not split into packs of {self.pack}")
             x = x.reshape(B // self.pack, self.pack * C, H, W)
+        if self.plane is not None:
+            x = self.plane(x, y)
         return self.features(x)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

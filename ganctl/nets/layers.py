@@ -68,6 +68,33 @@ class ConcatEmbedding(nn.Module):
         return torch.cat([x, class_rows(self.embed.weight, y).to(x.dtype)], dim=1)
 
 
+class MultiplyEmbedding(nn.Module):
+    """z * embed(y): the conditional DCGAN tutorial's conditioning, an embedding of z's own size
+    multiplied in element-wise (B, n) -> (B, n). y as in ConcatEmbedding."""
+    out_extra = 0
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x * class_rows(self.embed.weight, y).to(x.dtype)
+
+
+class LabelPlane(nn.Module):
+    """The label as one more input channel of D: an embedding of H*W values reshaped to an image
+    plane, (B, C, H, W) -> (B, C + 1, H, W) (the conditional DCGAN tutorial's discriminator)."""
+
+    def __init__(self, num_classes: int, img_size: int):
+        super().__init__()
+        self.side = img_size
+        self.embed = nn.Embedding(num_classes, img_size * img_size)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        plane = class_rows(self.embed.weight, y).to(x.dtype).view(-1, 1, self.side, self.side)
+        return torch.cat([x, plane], dim=1)
+
+
 class ProjectionHead(nn.Module):
     """Discriminator output from features h (B, F): w.h + embed(y).h (Miyato & Koyama 2018).
     The projection term measures how well the features match the class; with num_classes=0
