@@ -80,7 +80,7 @@ def run_pair(runs: Path, model: str, loss: str, seed: int, steps: int, n: int, s
     metrics = {k: v["value"] for k, v in json.loads((run_dir / "eval.json").read_text())["metrics"].items()}
     return {"model": model, "loss": loss, "seed": seed, "steps": steps, **({"set": " ".join(sets)} if sets else {}),
             "train_s": float((run_dir / "train_wall_s.txt").read_text()),
-            **{k: metrics.get(k) for k in ("fid", "fid_floor", "fid_ratio", "label_acc", "label_tv",
+            **{k: metrics.get(k) for k in ("fid", "fid_floor", "fid_ratio", "intra_fid", "label_acc", "label_tv",
                                            "precision", "recall")}}
 
 
