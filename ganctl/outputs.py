@@ -85,7 +85,10 @@ class RunOutputs:
     def close(self) -> None:
         """Keeps what was logged, also when the loop stops on an error."""
         if self.enabled:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError as e:  # a full disk: the error that stopped the run (the checkpoint's) is the one to tell
+                log.warning("TensorBoard scalars may be incomplete: %s", e)
 
     def finish(self) -> None:
         """curves.png and progress.gif, at the end of a run."""
