@@ -4,6 +4,7 @@ with weights_only=True, so a file can never run code and a crash never leaves a 
     {"G", "D", "opt_G", "opt_D": state_dicts, "step", "epoch", "batch": ints,
      "rng": {"torch", "cuda"}, "data": {"img_channels", "img_size", "num_classes"}, "cfg": dict}
 """
+import copy
 import os
 import shutil
 import tempfile
@@ -111,6 +112,7 @@ ADDED_KEYS = [
     (("model", "G"), "ganctl.nets.dcgan.Generator", "noise_injection", False),
     (("model", "D"), "ganctl.nets.dcgan.Discriminator", "cond", "projection"),
     (("loss",), None, "feature_matching", 0.0),
+    ((), None, "augment", {"policy": []}),
 ]
 
 
@@ -120,7 +122,7 @@ def add_missing_keys(cfg: dict) -> None:
         for part in where:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and key not in node and (target is None or node.get("_target_") == target):
-            node[key] = value
+            node[key] = copy.deepcopy(value)
 
 
 def _is_int(v, lo: int, hi: int) -> bool:

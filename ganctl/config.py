@@ -207,6 +207,11 @@ class EvalConfig:
 
 
 @dataclass
+class AugmentConfig:
+    policy: List[str] = MISSING
+
+
+@dataclass
 class TrainConfig:
     resume: Optional[str] = MISSING
     optimized_metric: str = MISSING
@@ -216,6 +221,7 @@ class TrainConfig:
     optimizer: Any = MISSING
     trainer: TrainerConfig = MISSING
     eval: EvalConfig = MISSING
+    augment: AugmentConfig = MISSING
 
 
 @dataclass

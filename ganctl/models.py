@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ganctl import distributed
+from ganctl.augment import Augmented
 from ganctl.build import build
 from ganctl.checkpoint import all_finite
 from ganctl.ema import AveragedGenerator
@@ -114,6 +115,8 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     opt_G = build(cfg.optimizer.G, "optimizer")(G.parameters())
     opt_D = build(cfg.optimizer.D, "optimizer")(D.parameters())
     G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
+    if cfg.augment.policy:  # DiffAugment: D sees transformed images in its update and in G's
+        D_train, D_g = Augmented(D_train, cfg.augment.policy), Augmented(D_g, cfg.augment.policy)
     step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
                      batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
                      D_g=D_g, channels_last=tcfg.channels_last, cudagraphs=tcfg.compile == "reduce-overhead",

@@ -6,6 +6,7 @@ Types are the schemas' job (ganctl.config); these are the ranges.
 """
 import re
 
+from ganctl.augment import OPS
 from ganctl.nets.dcgan import D_CONDITIONING, G_CONDITIONING, UPSAMPLING
 
 
@@ -73,6 +74,7 @@ RANGES = [
     ("model.G.upsample", "one of " + ", ".join(UPSAMPLING), lambda v: v in UPSAMPLING),
     ("model.G.cond", "one of " + ", ".join(G_CONDITIONING), lambda v: v in G_CONDITIONING),
     ("model.D.cond", "one of " + ", ".join(D_CONDITIONING), lambda v: v in D_CONDITIONING),
+    ("augment.policy", "a list of " + ", ".join(OPS), lambda v: all(p in OPS for p in v)),
     ("depth", ">= 1", lambda v: v >= 1),  # ganctl summary
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]

@@ -1,0 +1,101 @@
+"""DiffAugment: each op keeps shape and dtype, is differentiable and does what it says; D sees
+real and generated images through the same transforms, in its update and in G's."""
+import pytest
+import torch
+from torch import nn
+
+from ganctl.augment import OPS, Augmented, color, cutout, translation
+from ganctl.losses import BCE
+from ganctl.models import build_step
+from ganctl.train import train
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_op_keeps_shape_and_dtype_and_passes_gradients(op, dtype):
+    x = torch.randn(6, 3, 16, 16, dtype=dtype, requires_grad=True)
+    out = OPS[op](x)
+    assert out.shape == x.shape and out.dtype == dtype
+    assert not torch.equal(out.detach(), x.detach())  # it did something
+    out.float().square().sum().backward()
+    assert torch.isfinite(x.grad.float()).all() and x.grad.abs().sum() > 0
+
+
+def test_translation_shifts_each_sample_as_a_whole():
+    x = torch.zeros(32, 1, 16, 16)
+    x[:, 0, 8, 8] = 1.0  # one lit pixel per sample
+    out = translation(x)
+    where = out[:, 0].flatten(1).argmax(1)
+    dy, dx = where // 16 - 8, where % 16 - 8
+    assert (out.flatten(1).sum(1) == 1).all()  # moved, not lost or smeared
+    assert dy.abs().max() <= 2 and dx.abs().max() <= 2 and len(set(zip(dy.tolist(), dx.tolist()))) > 1
+
+
+def test_cutout_zeroes_one_square_per_sample_and_keeps_the_rest():
+    x = torch.ones(64, 2, 16, 16)
+    out = cutout(x)
+    kept = out[:, 0].flatten(1).sum(1)
+    assert torch.equal(out[:, 0], out[:, 1])  # the same square in every channel
+    assert (kept >= 256 - 9 * 9).all() and (kept < 256).all()  # at most the 8(+1) px square
+    assert set(out.unique().tolist()) == {0.0, 1.0}
+
+
+def test_color_moves_brightness_and_keeps_a_grey_image_grey():
+    x = torch.rand(128, 1, 8, 8) * 2 - 1
+    out = color(x)
+    shift = (out - x).mean(dim=(1, 2, 3))
+    assert shift.std() > 0.1  # per-sample brightness and contrast
+    rgb = x.repeat(1, 3, 1, 1)
+    out = color(rgb)
+    assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 1], out[:, 2])
+
+
+class Recorder(nn.Module):
+    """A D that records what it is shown and scores each image by its mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, y=None):
+        self.seen.append(x)
+        return x.mean(dim=(1, 2, 3))
+
+
+def test_real_and_fake_reach_d_through_the_transforms_and_g_learns_through_them():
+    D = Recorder()
+    seen_by_D = Augmented(D, ["translation", "cutout"])
+    loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, saturating=False)
+    real = torch.ones(8, 1, 16, 16)
+    fake = torch.full((8, 1, 16, 16), 0.5, requires_grad=True)
+    loss.d_loss(seen_by_D, real, fake.detach())
+    shown_real, shown_fake = D.seen
+    assert (shown_real == 0).any() and (shown_fake == 0).any()  # both cut and shifted
+    assert not torch.equal(shown_real, real) and not torch.equal(shown_fake, fake)
+    loss.g_loss(seen_by_D, fake).backward()
+    assert (fake.grad == 0).any() and (fake.grad != 0).any()  # through the cutout: hidden pixels get none
+
+
+def test_an_unknown_op_is_refused():
+    with pytest.raises(ValueError, match="augment.policy"):
+        Augmented(Recorder(), ["rotate"])
+
+
+def test_augment_none_leaves_d_as_it_is_and_diffaug_wraps_both_updates(make_cfg):
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 10}
+    plain = make_cfg("model=cdcgan")
+    step, _ = build_step(plain, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
+                                          saturating=False), torch.device("cpu"))
+    assert step.D_train is step.D and step.D_g is step.D
+    cfg = make_cfg("model=cdcgan", "augment=diffaug")
+    step, _ = build_step(cfg, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
+                                        saturating=False), torch.device("cpu"))
+    assert isinstance(step.D_train, Augmented) and isinstance(step.D_g, Augmented)
+    assert step.D_train.policy == ("color", "translation", "cutout") and step.D_train.D is step.D
+    assert sum(p.numel() for p in step.D_train.parameters()) == sum(p.numel() for p in step.D.parameters())
+
+
+@pytest.mark.parametrize("option", ["model=cdcgan", "loss=wgan_gp", "loss.feature_matching=1"])
+def test_diffaug_trains(make_cfg, tmp_path, option):
+    metrics = train(make_cfg("augment=diffaug", option), tmp_path)
+    assert torch.isfinite(torch.tensor(metrics["Loss/G"]))
