@@ -111,10 +111,11 @@ def build(node, role: str, **extra):
 
 def reference_data(dataset_cfg):
     """The labelled real images of a dataset config for the feature classifier and the real
-    features (`ganctl eval`, quick evals): its train and test splits where it has them."""
+    features (`ganctl eval`, quick evals): its train and test splits where it has them, whole
+    (a run on `dataset.limit` images is judged against the full data, as Karras et al. 2020 do)."""
     from ganctl.classifier import reference_from
     name = dataset_cfg._target_.rsplit(".", 1)[-1].removeprefix("load_")
     if "split" in dataset_cfg:
-        return reference_from(name, build(dataset_cfg, "dataset", split="train", device="cpu"),
-                              build(dataset_cfg, "dataset", split="test", device="cpu"))
-    return reference_from(name, build(dataset_cfg, "dataset", device="cpu"))
+        return reference_from(name, build(dataset_cfg, "dataset", split="train", device="cpu", limit=None),
+                              build(dataset_cfg, "dataset", split="test", device="cpu", limit=None))
+    return reference_from(name, build(dataset_cfg, "dataset", device="cpu", limit=None))

@@ -113,6 +113,7 @@ ADDED_KEYS = [
     (("model", "D"), "ganctl.nets.dcgan.Discriminator", "cond", "projection"),
     (("loss",), None, "feature_matching", 0.0),
     ((), None, "augment", {"policy": []}),
+    (("dataset",), None, "limit", None),
 ]
 
 

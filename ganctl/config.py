@@ -127,6 +127,7 @@ class WGANGPLossConfig(LossConfig):
 class DatasetConfig:
     _target_: str = MISSING
     root: str = MISSING
+    limit: Optional[int] = MISSING
 
 
 @dataclass

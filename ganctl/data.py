@@ -49,6 +49,25 @@ def rank_batches(perm: torch.Tensor, batch_size: int, rank: int, world_size: int
     return perm[:per_epoch * batch_size * world_size].view(per_epoch, world_size, batch_size)[:, rank]
 
 
+def balanced_subset(labels: torch.Tensor, limit: int, num_classes: int) -> torch.Tensor:
+    """Indices (sorted) of `limit` images, as evenly spread over the classes as they allow, drawn
+    with a fixed seed: the same subset for every trainer.seed, so seeds vary training, not data."""
+    if limit >= len(labels):
+        return torch.arange(len(labels))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    by_class = [order[labels[order] == k] for k in range(num_classes)]
+    quota = [0] * num_classes
+    left = limit
+    while left:  # a round each: a class with fewer images than its share gives the rest to others
+        open_ = [k for k in range(num_classes) if quota[k] < len(by_class[k])]
+        share, extra = divmod(left, len(open_))
+        for i, k in enumerate(open_):
+            take = min(share + (i < extra), len(by_class[k]) - quota[k])
+            quota[k] += take
+            left -= take
+    return torch.cat([idx[:q] for idx, q in zip(by_class, quota)]).sort().values
+
+
 class InMemoryImages:
     """uint8 images (N, C, H, W) and int64 labels (N,), both on `device`."""
 
@@ -73,10 +92,11 @@ class InMemoryImages:
             yield to_float(self.images[idx]), self.labels[idx]  # x (B, C, H, W) in [-1, 1]
 
 
-def _torchvision_images(cls, layout: str, root: str, download: bool, split: str,
+def _torchvision_images(cls, layout: str, root: str, download: bool, split: str, limit: int | None,
                        **placement) -> InMemoryImages:
     """A torchvision dataset whose files lie under root as `layout` says (torchvision's own
-    layout, e.g. MNIST/raw/*-ubyte), as InMemoryImages; `placement`: device, seed, rank, world_size."""
+    layout, e.g. MNIST/raw/*-ubyte), as InMemoryImages; `limit`: at most that many images, a
+    class-balanced subset; `placement`: device, seed, rank, world_size."""
     root = os.path.abspath(os.path.expanduser(root))
     splits = {"train": [True], "test": [False], "all": [True, False]}[split]
     where = os.path.join(root, os.path.dirname(layout))
@@ -100,6 +120,9 @@ def _torchvision_images(cls, layout: str, root: str, download: bool, split: str,
     images = torch.cat([_nchw(p.data) for p in parts])
     labels = torch.cat([torch.as_tensor(p.targets, dtype=torch.int64) for p in parts])
     check_labels(images, labels, len(parts[0].classes), where)
+    if limit is not None:
+        keep = balanced_subset(labels, limit, len(parts[0].classes))
+        images, labels = images[keep], labels[keep]
     return InMemoryImages(images, labels, len(parts[0].classes), **placement)
 
 
@@ -119,29 +142,29 @@ def _nchw(data) -> torch.Tensor:
     return data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2).contiguous()
 
 
-def load_mnist(root: str, download: bool, split: str, device="cpu",
+def load_mnist(root: str, download: bool, split: str, limit: int | None = None, device="cpu",
                seed: int = 0, rank: int = 0, world_size: int = 1) -> InMemoryImages:
     """MNIST digits from root/MNIST/raw (torchvision's layout)."""
     from torchvision.datasets import MNIST
-    return _torchvision_images(MNIST, "MNIST/raw/*-ubyte", root, download, split,
+    return _torchvision_images(MNIST, "MNIST/raw/*-ubyte", root, download, split, limit,
                                device=device, seed=seed, rank=rank, world_size=world_size)
 
 
-def load_fashion_mnist(root: str, download: bool, split: str,
+def load_fashion_mnist(root: str, download: bool, split: str, limit: int | None = None,
                        device="cpu", seed: int = 0, rank: int = 0,
                        world_size: int = 1) -> InMemoryImages:
     """Fashion-MNIST from root/FashionMNIST/raw (torchvision's layout)."""
     from torchvision.datasets import FashionMNIST
-    return _torchvision_images(FashionMNIST, "FashionMNIST/raw/*-ubyte", root, download, split,
+    return _torchvision_images(FashionMNIST, "FashionMNIST/raw/*-ubyte", root, download, split, limit,
                                device=device, seed=seed, rank=rank, world_size=world_size)
 
 
-def load_cifar10(root: str, download: bool, split: str, device="cpu",
+def load_cifar10(root: str, download: bool, split: str, limit: int | None = None, device="cpu",
                  seed: int = 0, rank: int = 0, world_size: int = 1) -> InMemoryImages:
     """CIFAR-10 (32x32 RGB, 10 classes) from root/cifar-10-batches-py, the python version that
     torchvision downloads; its files are checked against their published MD5 sums."""
     from torchvision.datasets import CIFAR10
-    return _torchvision_images(CIFAR10, "cifar-10-batches-py/*_batch*", root, download, split,
+    return _torchvision_images(CIFAR10, "cifar-10-batches-py/*_batch*", root, download, split, limit,
                                device=device, seed=seed, rank=rank, world_size=world_size)
 
 
@@ -181,7 +204,7 @@ class FolderImages:
     center-cropped to img_size, read by a DataLoader."""
 
     def __init__(self, root: str, img_size: int = 64, channels: int = 3, num_workers: int = 2,
-                 device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1):
+                 limit: int | None = None, device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1):
         from torchvision import transforms as T
         root_path = Path(root).expanduser().resolve()
         classes = folder_classes(root_path)
@@ -203,6 +226,9 @@ class FolderImages:
                         len(bad), len(files), root_path, bad[0])
             files, labels = [f for f, ok in zip(files, readable) if ok], [k for k, ok in zip(labels, readable) if ok]
         self.num_classes = max(len(classes), 1)
+        if limit is not None:
+            keep = balanced_subset(torch.tensor(labels), limit, self.num_classes).tolist()
+            files, labels = [files[i] for i in keep], [labels[i] for i in keep]
         self.img_channels, self.img_size = channels, img_size
         self.dataset = _ImageFiles(files, labels, "L" if channels == 1 else "RGB", T.Compose([
             T.Resize(img_size), T.CenterCrop(img_size),
@@ -244,10 +270,10 @@ class FolderImages:
                    y.to(self.device, dtype=torch.int64, non_blocking=True))
 
 
-def load_folder(root: str, img_size: int, channels: int, num_workers: int,
+def load_folder(root: str, img_size: int, channels: int, num_workers: int, limit: int | None = None,
                 device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1) -> FolderImages:
     """Any image folder (see FolderImages)."""
-    return FolderImages(root, img_size, channels, num_workers, device, seed, rank, world_size)
+    return FolderImages(root, img_size, channels, num_workers, limit, device, seed, rank, world_size)
 
 
 # What each torchvision dataset holds (channels, size, classes): nets can be built for it without

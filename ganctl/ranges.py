@@ -50,6 +50,7 @@ RANGES = [
     ("optimizer.lr_g", "> 0", lambda v: v > 0),
     ("optimizer.lr_d", "> 0", lambda v: v > 0),
     ("optimizer.weight_decay", ">= 0", lambda v: v >= 0),
+    ("dataset.limit", "null or >= 1", lambda v: v is None or v >= 1),
     ("loss.n_critic", ">= 1", lambda v: v >= 1),
     ("loss.gp_weight", ">= 0", lambda v: v >= 0),
     ("loss.feature_matching", ">= 0", lambda v: v >= 0),

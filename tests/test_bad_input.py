@@ -31,6 +31,7 @@ from test_cli import assert_one_line_error
     (["model.G.codes=1"], ["model.G.codes=1", "0 or >= 2"]),
     (["optimizer.betas=[1.5,0.9]"], ["optimizer.betas=[1.5, 0.9]", "two values in [0, 1)"]),
     (["model.betas=[0.9]"], ["model.betas=[0.9]", "two values in [0, 1)"]),
+    (["dataset.limit=0"], ["dataset.limit=0", "null or >= 1"]),
 ])
 def test_bad_values_are_refused_before_anything_is_written(tmp_path, args, says):
     assert_one_line_error(run_ganctl("train", *args, cwd=tmp_path), *says)

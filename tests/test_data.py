@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_digits, write_cifar10
-from ganctl.data import InMemoryImages, load_cifar10, load_fashion_mnist, load_mnist
+from ganctl.data import InMemoryImages, balanced_subset, load_cifar10, load_fashion_mnist, load_folder, load_mnist
 from ganctl.errors import UserError
 
 
@@ -109,3 +109,27 @@ def test_a_failed_download_says_not_found_even_after_it_made_the_folder(tmp_path
     with pytest.raises(UserError) as e:
         load_mnist(str(tmp_path), download=True, split="train")
     assert f"MNIST not found in {tmp_path / 'MNIST' / 'raw'} and could not be downloaded (Error downloading" in str(e.value)
+
+
+def test_limit_is_a_fixed_class_balanced_subset():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 4)  # class 2 has fewer than its share
+    keep = balanced_subset(labels, 30, 3)
+    assert len(keep) == 30 and len(set(keep.tolist())) == 30
+    assert torch.bincount(labels[keep], minlength=3).tolist() == [13, 13, 4]  # 2's shortfall spread
+    assert torch.equal(keep, balanced_subset(labels, 30, 3))  # the same subset every time
+    assert torch.equal(balanced_subset(labels, 500, 3), torch.arange(84))  # more than there is: all
+
+
+def test_a_limited_dataset_serves_only_its_subset_and_keeps_labels_with_images(data_root):
+    full = load_mnist(str(data_root), False, "train")
+    small = load_mnist(str(data_root), False, "train", limit=20, seed=3)
+    assert len(small) == 20 and torch.bincount(small.labels, minlength=10).tolist() == [2] * 10
+    keep = balanced_subset(full.labels, 20, 10)
+    assert torch.equal(small.images, full.images[keep]) and torch.equal(small.labels, full.labels[keep])
+    seen = torch.cat([y for _, y in small.epoch(0, batch_size=5)])
+    assert sorted(seen.tolist()) == sorted(small.labels.tolist())
+
+
+def test_a_limited_folder_keeps_both_classes(image_folder):
+    data = load_folder(str(image_folder), img_size=16, channels=3, num_workers=0, limit=6)
+    assert len(data) == 6 and sorted(data.dataset.labels) == [0, 0, 0, 1, 1, 1]

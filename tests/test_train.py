@@ -52,6 +52,11 @@ def test_epochs_set_the_number_of_steps_and_n_critic_uses_batches(make_cfg, tmp_
     assert train(make_cfg("trainer.max_steps=null", "trainer.epochs=2", "loss=wgan"), tmp_path / "b")["step"] == 1
 
 
+def test_dataset_limit_reaches_the_loader(make_cfg, tmp_path):
+    # 16 of the 64 images at batch 16: 1 batch an epoch, so 3 epochs are 3 steps (not 12)
+    assert train(make_cfg("trainer.max_steps=null", "trainer.epochs=3", "dataset.limit=16"), tmp_path)["step"] == 3
+
+
 def test_keeps_the_last_k_periodic_checkpoints(make_cfg, tmp_path):
     train(make_cfg("trainer.max_steps=5", "trainer.ckpt_every=1", "trainer.keep_ckpts=2"), tmp_path)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
