@@ -112,7 +112,8 @@ ADDED_KEYS = [
     (("model", "G"), "ganctl.nets.dcgan.Generator", "noise_injection", False),
     (("model", "D"), "ganctl.nets.dcgan.Discriminator", "cond", "projection"),
     (("loss",), None, "feature_matching", 0.0),
-    ((), None, "augment", {"policy": []}),
+    ((), None, "augment", {"policy": [], "ada": None}),
+    (("augment",), None, "ada", None),
     (("dataset",), None, "limit", None),
 ]
 
@@ -161,6 +162,10 @@ def shape_errors(state: dict) -> list[str]:
         errors.append("cfg.model is not a model config with G and z_dim")
     if not isinstance(trainer, dict):
         errors.append("cfg.trainer is not a dict")
+    ada = state.get("augment", {"p": torch.zeros(()), "rt": torch.zeros(()), "signs": torch.zeros(()), "count": 0})
+    if not (isinstance(ada, dict) and all(isinstance(ada.get(k), torch.Tensor) and ada[k].shape == ()
+                                          for k in ("p", "rt", "signs")) and _is_int(ada.get("count"), 0, 2**31)):
+        errors.append("augment is not ADA's saved state")
     return errors
 
 

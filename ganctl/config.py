@@ -208,8 +208,16 @@ class EvalConfig:
 
 
 @dataclass
+class AdaConfig:
+    target: float = MISSING
+    interval: int = MISSING
+    kimg: float = MISSING
+
+
+@dataclass
 class AugmentConfig:
     policy: List[str] = MISSING
+    ada: Optional[AdaConfig] = MISSING
 
 
 @dataclass

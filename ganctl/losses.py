@@ -18,15 +18,18 @@ class Loss:
     BatchNorm (a gradient penalty is defined per sample); `clipped_critic` says the critic's
     weights are clipped; `label_smoothing` (one-sided, real targets 1 - s) means something only
     where `uses_targets`. `aux_weight` weighs D's second head: AC-GAN's cross-entropy on labels,
-    or InfoGAN's on G's categorical codes (a lower bound on their mutual information with x)."""
+    or InfoGAN's on G's categorical codes (a lower bound on their mutual information with x).
+    `real_signs`: d_loss also reports E[sign(D(real))] ("D/real_sign"), ADA's overfitting signal."""
 
     per_sample_critic = False
     clipped_critic = False
     uses_targets = False
 
     # No defaults here: the values live in conf/ (loss.*, trainer.label_smoothing, model.aux_weight).
-    def __init__(self, *, n_critic: int, label_smoothing: float, aux_weight: float, feature_matching: float):
+    def __init__(self, *, n_critic: int, label_smoothing: float, aux_weight: float, feature_matching: float,
+                 real_signs: bool = False):
         self.n_critic = n_critic
+        self.real_signs = real_signs
         self.label_smoothing = label_smoothing
         self.aux_weight = aux_weight
         self.feature_matching = feature_matching
@@ -36,6 +39,8 @@ class Loss:
         real_out, real_cls = split_output(D(real, y))
         fake_out, fake_cls = split_output(D(fake, y))
         stats = {"D/real": real_out.detach().mean(), "D/fake": fake_out.detach().mean()}
+        if self.real_signs:
+            stats["D/real_sign"] = real_out.detach().sign().mean()
         loss = self.d_objective(real_out, fake_out)
         if codes is not None and fake_cls is not None:  # D's code head reads the code back from fakes
             ce = F.cross_entropy(fake_cls, codes)

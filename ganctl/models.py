@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ganctl import distributed
-from ganctl.augment import Augmented
+from ganctl.augment import AdaptiveP, Augmented
 from ganctl.build import build
 from ganctl.checkpoint import all_finite
 from ganctl.ema import AveragedGenerator
@@ -49,7 +49,7 @@ def build_loss(cfg, num_classes: int):
     """The loss with trainer.label_smoothing and, for models with labels or codes, model.aux_weight."""
     heads = num_classes or cfg.model.G.get("codes", 0)
     loss = build(cfg.loss, "loss", label_smoothing=cfg.trainer.label_smoothing,
-                 aux_weight=cfg.model.aux_weight if heads else 0.0)
+                 aux_weight=cfg.model.aux_weight if heads else 0.0, real_signs=cfg.augment.ada is not None)
     if cfg.model.aux_weight and not heads:
         log.warning("model.aux_weight has no effect on model=%s (it has no labels or codes)", cfg.model.name)
     if cfg.trainer.label_smoothing and not loss.uses_targets:
@@ -115,12 +115,17 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     opt_G = build(cfg.optimizer.G, "optimizer")(G.parameters())
     opt_D = build(cfg.optimizer.D, "optimizer")(D.parameters())
     G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
-    if cfg.augment.policy:  # DiffAugment: D sees transformed images in its update and in G's
-        D_train, D_g = Augmented(D_train, cfg.augment.policy), Augmented(D_g, cfg.augment.policy)
+    # DiffAugment: D sees transformed images in its update and in G's; ADA: each op with a
+    # probability p that follows D's overfitting.
+    ada = (AdaptiveP(**cfg.augment.ada, batch_size=tcfg.batch_size, device=device, world_size=W)
+           if cfg.augment.ada is not None else None)
+    if cfg.augment.policy:
+        p = ada.p if ada is not None else None
+        D_train, D_g = Augmented(D_train, cfg.augment.policy, p), Augmented(D_g, cfg.augment.policy, p)
     step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
                      batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
                      D_g=D_g, channels_last=tcfg.channels_last, cudagraphs=tcfg.compile == "reduce-overhead",
-                     rank=ranks.rank, world_size=W)
+                     rank=ranks.rank, world_size=W, ada=ada)
     return step, ema
 
 

@@ -75,6 +75,9 @@ RANGES = [
     ("model.G.upsample", "one of " + ", ".join(UPSAMPLING), lambda v: v in UPSAMPLING),
     ("model.G.cond", "one of " + ", ".join(G_CONDITIONING), lambda v: v in G_CONDITIONING),
     ("model.D.cond", "one of " + ", ".join(D_CONDITIONING), lambda v: v in D_CONDITIONING),
+    ("augment.ada.target", "in (-1, 1)", lambda v: -1 < v < 1),
+    ("augment.ada.interval", ">= 1", lambda v: v >= 1),
+    ("augment.ada.kimg", "> 0", lambda v: v > 0),
     ("augment.policy", "a list of " + ", ".join(OPS), lambda v: all(p in OPS for p in v)),
     ("depth", ">= 1", lambda v: v >= 1),  # ganctl summary
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),

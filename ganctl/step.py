@@ -53,7 +53,7 @@ class TrainStep:
 
     def __init__(self, G, D, opt_G, opt_D, loss, *, z_dim: int, noise: str, batch_size: int,
                  autocast=None, G_train=None, D_train=None, D_g=None, channels_last: bool = False,
-                 cudagraphs: bool = False, rank: int = 0, world_size: int = 1):
+                 cudagraphs: bool = False, rank: int = 0, world_size: int = 1, ada=None):
         self.G, self.D, self.opt_G, self.opt_D, self.loss = G, D, opt_G, opt_D, loss
         self.G_train = G if G_train is None else G_train  # (`or` would ask a compiled module its len)
         self.D_train = D if D_train is None else D_train
@@ -62,6 +62,7 @@ class TrainStep:
         self.autocast = autocast or contextlib.nullcontext()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.rank, self.W, self.cudagraphs = rank, world_size, cudagraphs
+        self.ada = ada  # ganctl.augment.AdaptiveP or None: fed D's real signs after each D update
 
     def noise(self, device) -> torch.Tensor:
         """This rank's slice of the global batch's noise: the same draws as one process at B*W."""
@@ -91,6 +92,8 @@ class TrainStep:
             d_loss.backward()
             self.opt_D.step()
             loss.after_d_step(self.D)
+            if self.ada is not None:
+                self.ada.observe(d_stats["D/real_sign"])
             stats.append({"Loss/D": d_loss.detach(), **d_stats})
 
         # Generator.
@@ -101,5 +104,5 @@ class TrainStep:
         g_loss.backward()
         self.opt_G.step()
         self.D.requires_grad_(True)
-        stats.append({"Loss/G": g_loss.detach()})
+        stats.append({"Loss/G": g_loss.detach(), **(self.ada.stats() if self.ada is not None else {})})
         return stats

@@ -114,7 +114,8 @@ def checkpoint_state(step: int, epoch: int, batch: int, train_step: TrainStep, e
             "step": step, "epoch": epoch, "batch": batch, "world_size": world_size,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-            "data": data_info, "cfg": cfg_dict, "best": dict(best)}
+            "data": data_info, "cfg": cfg_dict, "best": dict(best),
+            **({"augment": train_step.ada.state_dict()} if train_step.ada is not None else {})}
 
 
 def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: float) -> dict:
@@ -179,6 +180,8 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
             log.warning("resuming with a config that differs from the saved run: %s", "; ".join(changes))
         restore(state, path, cfg.model.name, {"G": G, "D": D, "G_ema": ema and ema.module,
                                               "opt_G": train_step.opt_G, "opt_D": train_step.opt_D})
+        if train_step.ada is not None and "augment" in state:  # else p starts again from 0
+            train_step.ada.load_state_dict(state["augment"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])

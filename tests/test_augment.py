@@ -1,10 +1,12 @@
-"""DiffAugment: each op keeps shape and dtype, is differentiable and does what it says; D sees
+"""DiffAugment and ADA: each op keeps shape and dtype, is differentiable and does what it says; D sees
 real and generated images through the same transforms, in its update and in G's."""
 import pytest
 import torch
 from torch import nn
 
-from ganctl.augment import OPS, Augmented, color, cutout, translation
+from ganctl.augment import OPS, AdaptiveP, Augmented, augment, color, cutout, translation
+from ganctl.checkpoint import load_checkpoint
+from ganctl.errors import UserError
 from ganctl.losses import BCE
 from ganctl.models import build_step
 from ganctl.train import train
@@ -99,3 +101,71 @@ def test_augment_none_leaves_d_as_it_is_and_diffaug_wraps_both_updates(make_cfg)
 def test_diffaug_trains(make_cfg, tmp_path, option):
     metrics = train(make_cfg("augment=diffaug", option), tmp_path)
     assert torch.isfinite(torch.tensor(metrics["Loss/G"]))
+
+
+def test_real_and_fake_draw_from_the_same_distribution_of_transforms():
+    D = Recorder()
+    seen_by_D = Augmented(D, ["color", "translation", "cutout"])
+    torch.manual_seed(0)
+    batch = torch.rand(1, 1, 16, 16).expand(512, 1, 16, 16) * 2 - 1  # one image, 512 times
+    loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, saturating=False)
+    loss.d_loss(seen_by_D, batch, batch.clone())
+    shown_real, shown_fake = D.seen
+    for stat in (lambda x: x.mean(dim=(1, 2, 3)), lambda x: (x == 0).float().mean(dim=(1, 2, 3))):
+        a, b = stat(shown_real), stat(shown_fake)
+        assert not torch.equal(a, b)  # drawn afresh for each call and sample ...
+        assert abs(a.mean() - b.mean()) < 0.1 and abs(a.std() - b.std()) < 0.1  # ... from one distribution
+
+
+def test_ada_applies_each_op_with_probability_p():
+    x = torch.rand(4000, 1, 8, 8) * 2 - 1
+    assert torch.equal(augment(x, ["color", "cutout"], torch.tensor(0.0)), x)  # p = 0: nothing moves
+    changed = lambda p: (augment(x, ["cutout"], torch.tensor(p)) != x).flatten(1).any(1).float().mean()
+    assert changed(1.0) == 1.0 and abs(changed(0.3) - 0.3) < 0.03
+
+
+def test_ada_p_rises_on_a_d_that_always_says_real_and_falls_when_it_doubts():
+    ada = AdaptiveP(target=0.6, interval=2, kimg=1.0, batch_size=100, device="cpu")  # a move of 0.2
+    for _ in range(5):
+        ada.observe(torch.tensor(1.0))  # r_t = 1 > 0.6: D is sure of every real image
+    assert torch.isclose(ada.p, torch.tensor(0.4)) and ada.rt == 1.0  # two moves; the fifth waits
+    ada.observe(torch.tensor(-1.0))  # completes the waiting interval: r_t = (1 - 1) / 2 < 0.6
+    assert torch.isclose(ada.p, torch.tensor(0.2)) and ada.rt == 0.0
+    for _ in range(20):
+        ada.observe(torch.tensor(-1.0))
+    assert ada.p == 0.0  # clamped to [0, 1]
+
+
+def test_ada_at_p_zero_trains_exactly_as_no_augmentation(make_cfg, tmp_path):
+    # p starts at 0 and first moves after augment.ada.interval (4) D updates. One step: the ops
+    # draw their parameters even at p = 0, so later steps' noise comes from another RNG position.
+    train(make_cfg("trainer.max_steps=1"), tmp_path / "none")
+    train(make_cfg("trainer.max_steps=1", "augment=ada"), tmp_path / "ada")
+    a, b = (load_checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("none", "ada"))
+    for net in ("G", "D"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net])
+    assert b["augment"]["p"] == 0.0 and "augment" not in a
+
+
+def test_ada_logs_p_and_resumes_it_exactly(make_cfg, tmp_path):
+    # p moves after every D update, and up (r_t > -0.9 unless D calls every real image fake)
+    common = ["augment=ada", "augment.ada.interval=1", "augment.ada.kimg=0.05", "augment.ada.target=-0.9", "trainer.deterministic=true",
+              "trainer.ckpt_every=100", "trainer.log_every=1"]
+    metrics = train(make_cfg(*common, "trainer.max_steps=6"), tmp_path / "straight")
+    assert 0 < metrics["Augment/p"] <= 1 and "Augment/rt" in metrics
+    train(make_cfg(*common, "trainer.max_steps=3"), tmp_path / "stopped")
+    train(make_cfg(*common, "trainer.max_steps=6", f"resume={tmp_path / 'stopped'}"), tmp_path / "stopped")
+    a, b = (load_checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("straight", "stopped"))
+    for net in ("G", "D"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net])
+    assert all(torch.equal(torch.as_tensor(a["augment"][k]), torch.as_tensor(b["augment"][k])) for k in a["augment"])
+
+
+def test_a_crafted_ada_state_is_refused(make_cfg, tmp_path):
+    train(make_cfg("trainer.max_steps=1", "augment=ada"), tmp_path)
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    state["augment"]["p"] = torch.zeros(10**3)
+    torch.save(state, tmp_path / "crafted.pt")
+    with pytest.raises(UserError, match="augment is not ADA's saved state"):
+        load_checkpoint(tmp_path / "crafted.pt")

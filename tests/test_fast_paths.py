@@ -88,7 +88,7 @@ def test_each_compiled_run_starts_from_an_empty_cache(make_cfg, monkeypatch):
 
 @CUDA
 @pytest.mark.parametrize("switches", [[], ["trainer.precision=bf16", "trainer.channels_last=true", "optimizer.fused=true"],
-                                      ["augment=diffaug"]])
+                                      ["augment=diffaug"], ["augment=ada"]])
 def test_the_training_step_never_waits_for_the_device(make_cfg, data_root, switches):
     """No host sync in a step as `ganctl train` runs it (batches drawn from the device-resident
     data, noise, the D and G updates, the EMA update): CUDA's sync debug mode turns any sync into
