@@ -112,6 +112,8 @@ ADDED_KEYS = [
     (("model", "G"), "ganctl.nets.dcgan.Generator", "noise_injection", False),
     (("model", "D"), "ganctl.nets.dcgan.Discriminator", "cond", "projection"),
     (("loss",), None, "feature_matching", 0.0),
+    (("loss",), None, "r1", 0.0),
+    (("loss",), None, "r1_every", 1),
     ((), None, "augment", {"policy": [], "ada": None}),
     (("augment",), None, "ada", None),
     (("dataset",), None, "limit", None),

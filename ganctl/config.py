@@ -105,6 +105,8 @@ class LossConfig:
     _target_: str = MISSING
     n_critic: int = MISSING
     feature_matching: float = MISSING
+    r1: float = MISSING
+    r1_every: int = MISSING
 
 
 @dataclass

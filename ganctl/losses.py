@@ -1,7 +1,8 @@
 """GAN objectives on discriminator logits. One class per formulation; the loop owns backward()
 and step():
 
-    loss = WGANGP(gp_weight=10.0, n_critic=5, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0)
+    loss = WGANGP(gp_weight=10.0, n_critic=5, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
+                  r1=0.0, r1_every=1)
     d_loss, stats = loss.d_loss(D, real, fake.detach(), y)   # stats: "D/real", "D/fake", "Loss/GP"
     g_loss = loss.g_loss(D, fake, y)
 
@@ -19,6 +20,8 @@ class Loss:
     weights are clipped; `label_smoothing` (one-sided, real targets 1 - s) means something only
     where `uses_targets`. `aux_weight` weighs D's second head: AC-GAN's cross-entropy on labels,
     or InfoGAN's on G's categorical codes (a lower bound on their mutual information with x).
+    `r1`: gamma of R1 (Mescheder et al. 2018), gamma/2 * E||grad_x D(x_real)||^2 in D's loss, every
+    `r1_every` D updates with its weight times r1_every (StyleGAN2's lazy regularisation).
     `real_signs`: d_loss also reports E[sign(D(real))] ("D/real_sign"), ADA's overfitting signal."""
 
     per_sample_critic = False
@@ -27,8 +30,10 @@ class Loss:
 
     # No defaults here: the values live in conf/ (loss.*, trainer.label_smoothing, model.aux_weight).
     def __init__(self, *, n_critic: int, label_smoothing: float, aux_weight: float, feature_matching: float,
-                 real_signs: bool = False):
+                 r1: float, r1_every: int, real_signs: bool = False):
         self.n_critic = n_critic
+        self.r1, self.r1_every = r1, r1_every
+        self.d_updates = 0  # D updates so far (a resumed run sets it): which of them add R1
         self.real_signs = real_signs
         self.label_smoothing = label_smoothing
         self.aux_weight = aux_weight
@@ -36,6 +41,10 @@ class Loss:
 
     def d_loss(self, D, real, fake, y=None, codes=None) -> tuple[torch.Tensor, dict]:
         """codes: G's categorical codes (B,) of `fake` (InfoGAN), else None."""
+        r1_now = self.r1 > 0 and self.d_updates % self.r1_every == 0
+        self.d_updates += 1
+        if r1_now:  # the gradient of D's logits with respect to the real images themselves
+            real = real.detach().requires_grad_(True)
         real_out, real_cls = split_output(D(real, y))
         fake_out, fake_cls = split_output(D(fake, y))
         stats = {"D/real": real_out.detach().mean(), "D/fake": fake_out.detach().mean()}
@@ -50,7 +59,16 @@ class Loss:
             ce = F.cross_entropy(real_cls, y)
             stats["Loss/D_aux"] = ce.detach()
             loss = loss + self.aux_weight * ce
+        if r1_now:
+            r1 = r1_penalty(real_out, real)
+            stats["Loss/R1"] = r1.detach()
+            loss = loss + self.r1 / 2 * self.r1_every * r1
         return loss, stats
+
+    @property
+    def double_backward(self) -> bool:
+        """D's loss differentiates a gradient (a gradient penalty, R1): torch.compile cannot."""
+        return self.per_sample_critic or self.r1 > 0
 
     def g_loss(self, D, fake, y=None, codes=None, real=None) -> torch.Tensor:
         """real: a real batch, for feature matching (where its weight is not 0)."""
@@ -81,6 +99,12 @@ def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -
     """||E f(real) - E f(fake)||_2^2 over the batch (Salimans et al. 2016, section 3.1): G is asked to
     match the statistics of D's features on real data rather than to fool D's last layer."""
     return (real_features.float().mean(0) - fake_features.float().mean(0)).pow(2).sum()
+
+
+def r1_penalty(real_out: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E ||grad_x D(x)||^2 over the real batch `real` (which requires grad) that gave `real_out`."""
+    (grad,) = torch.autograd.grad(real_out.sum(), real, create_graph=True)
+    return grad.float().flatten(1).pow(2).sum(1).mean()
 
 
 def split_output(out) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -114,7 +114,7 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     G, D = getattr(G_train, "module", G), getattr(D_train, "module", D)
     opt_G = build(cfg.optimizer.G, "optimizer")(G.parameters())
     opt_D = build(cfg.optimizer.D, "optimizer")(D.parameters())
-    G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.per_sample_critic)
+    G_train, D_train, D_g = compiled(G_train, D_train, D, tcfg.compile, loss.double_backward)
     # DiffAugment: D sees transformed images in its update and in G's; ADA: each op with a
     # probability p that follows D's overfitting.
     ada = (AdaptiveP(**cfg.augment.ada, batch_size=tcfg.batch_size, device=device, world_size=W)

@@ -54,6 +54,8 @@ RANGES = [
     ("loss.n_critic", ">= 1", lambda v: v >= 1),
     ("loss.gp_weight", ">= 0", lambda v: v >= 0),
     ("loss.feature_matching", ">= 0", lambda v: v >= 0),
+    ("loss.r1", ">= 0", lambda v: v >= 0),
+    ("loss.r1_every", ">= 1", lambda v: v >= 1),
     ("loss.clip", "> 0", lambda v: v > 0),
     ("model.z_dim", ">= 1", lambda v: v >= 1),
     ("model.aux_weight", ">= 0", lambda v: v >= 0),

@@ -22,7 +22,7 @@ def sample_noise(n: int, z_dim: int, kind: str, device, generator=None) -> torch
     return torch.randn(n, z_dim, device=device, generator=generator)
 
 
-def compiled(G_train, D_train, D, mode: str = "none", per_sample_critic: bool = False):
+def compiled(G_train, D_train, D, mode: str = "none", double_backward: bool = False):
     """(G_train, D_train, D_g) under trainer.compile: the callables of G, of D in its own update,
     and of D in G's update. The modules keep their weights and state_dict keys; the compiled
     callables share them."""
@@ -35,8 +35,8 @@ def compiled(G_train, D_train, D, mode: str = "none", per_sample_critic: bool = 
         torch.compiler.reset()
         opts = {} if mode == "default" else {"mode": mode}
         G_train, D_g = torch.compile(G_train, **opts), torch.compile(D, **opts)
-        if per_sample_critic:
-            log.warning("trainer.compile: D's own update stays eager under a gradient penalty "
+        if double_backward:
+            log.warning("trainer.compile: D's own update stays eager under a gradient penalty or R1 "
                         "(torch.compile has no double backward); G and G's update are compiled")
         else:
             D_train = torch.compile(D_train, **opts)

@@ -187,6 +187,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         # The saved batch count, not step * n_critic: n_critic may differ on this command line.
         start_step, start_batch, epoch, best = state["step"], state["batch"], state["epoch"], state.get("best", {})
+        loss.d_updates = start_batch  # one real batch per D update: lazy R1 falls on the same updates
         log.info("resumed %s at step %d (epoch %d)", path, start_step, epoch)
         if start_step >= max_steps:
             log.info("nothing to do: the run is at step %d of %d (raise trainer.max_steps to go on)",

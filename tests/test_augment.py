@@ -67,7 +67,7 @@ class Recorder(nn.Module):
 def test_real_and_fake_reach_d_through_the_transforms_and_g_learns_through_them():
     D = Recorder()
     seen_by_D = Augmented(D, ["translation", "cutout"])
-    loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, saturating=False)
+    loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, r1=0.0, r1_every=1, saturating=False)
     real = torch.ones(8, 1, 16, 16)
     fake = torch.full((8, 1, 16, 16), 0.5, requires_grad=True)
     loss.d_loss(seen_by_D, real, fake.detach())
@@ -87,11 +87,11 @@ def test_augment_none_leaves_d_as_it_is_and_diffaug_wraps_both_updates(make_cfg)
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10}
     plain = make_cfg("model=cdcgan")
     step, _ = build_step(plain, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
-                                          saturating=False), torch.device("cpu"))
+                                          r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
     assert step.D_train is step.D and step.D_g is step.D
     cfg = make_cfg("model=cdcgan", "augment=diffaug")
     step, _ = build_step(cfg, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
-                                        saturating=False), torch.device("cpu"))
+                                        r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
     assert isinstance(step.D_train, Augmented) and isinstance(step.D_g, Augmented)
     assert step.D_train.policy == ("color", "translation", "cutout") and step.D_train.D is step.D
     assert sum(p.numel() for p in step.D_train.parameters()) == sum(p.numel() for p in step.D.parameters())
@@ -108,7 +108,7 @@ def test_real_and_fake_draw_from_the_same_distribution_of_transforms():
     seen_by_D = Augmented(D, ["color", "translation", "cutout"])
     torch.manual_seed(0)
     batch = torch.rand(1, 1, 16, 16).expand(512, 1, 16, 16) * 2 - 1  # one image, 512 times
-    loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, saturating=False)
+    loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, r1=0.0, r1_every=1, saturating=False)
     loss.d_loss(seen_by_D, batch, batch.clone())
     shown_real, shown_fake = D.seen
     for stat in (lambda x: x.mean(dim=(1, 2, 3)), lambda x: (x == 0).float().mean(dim=(1, 2, 3))):

@@ -183,6 +183,38 @@ def test_wgan_gp_adds_weighted_penalty_and_draws_one_coefficient_per_sample():
     assert per_sample[:, 0].std() > 0.05 and 0 <= per_sample.min() and per_sample.max() <= 1
 
 
+@pytest.mark.parametrize("name", ["bce", "hinge", "wgan_gp"])
+def test_r1_adds_half_gamma_times_the_squared_gradient_norm_at_the_reals_by_hand(name):
+    torch.manual_seed(0)
+    real, fake = torch.randn(16, 1, 4, 4), torch.randn(16, 1, 4, 4)
+    torch.manual_seed(1)  # wgan_gp's interpolation coefficients: the same draws in both
+    plain, _ = shipped(name).d_loss(ScaledNorm(2.0), real, fake)
+    torch.manual_seed(1)
+    with_r1, stats = shipped(name, r1=0.5).d_loss(ScaledNorm(2.0), real, fake)
+    assert stats["Loss/R1"].item() == pytest.approx(4.0, rel=1e-5)  # |grad_x 2|x|| = 2 at every sample
+    assert with_r1.item() == pytest.approx(plain.item() + 0.5 / 2 * 4.0, rel=1e-5)
+    assert shipped(name, r1=0.5).double_backward and shipped(name).double_backward == (name == "wgan_gp")
+
+
+def test_lazy_r1_comes_every_r1_every_updates_with_its_weight_scaled_by_it():
+    real, fake = torch.randn(8, 1, 4, 4), torch.randn(8, 1, 4, 4)
+    plain = shipped("bce").d_loss(ScaledNorm(2.0), real, fake)[0].item()
+    loss, added = shipped("bce", r1=1.0, r1_every=3), []
+    for _ in range(7):
+        d, stats = loss.d_loss(ScaledNorm(2.0), real, fake)
+        added.append(d.item() - plain)
+    assert added == pytest.approx([1.0 / 2 * 3 * 4.0, 0, 0] * 2 + [6.0], abs=1e-5)
+
+
+def test_r1_penalises_the_gradient_at_the_real_images_not_elsewhere():
+    class Quadratic(nn.Module):  # D(x) = sum x^2 / 2: grad_x = x, so R1 = E |x_real|^2
+        def forward(self, x, y=None):
+            return x.flatten(1).pow(2).sum(1) / 2
+    real, fake = torch.full((4, 1, 2, 2), 3.0), torch.zeros(4, 1, 2, 2)
+    _, stats = shipped("hinge", r1=1.0).d_loss(Quadratic(), real, fake)
+    assert stats["Loss/R1"].item() == pytest.approx(4 * 9.0)
+
+
 def test_only_the_penalised_critic_asks_for_per_sample_normalisation():
     assert shipped("wgan_gp").per_sample_critic
     assert not any(shipped(name).per_sample_critic for name in ("bce", "lsgan", "wgan", "hinge"))

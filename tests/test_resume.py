@@ -35,10 +35,12 @@ def _tensors(d, prefix=""):
     return out
 
 
-# gan has dropout in D and wgan_gp draws interpolation coefficients: both use the RNG mid-step.
-@pytest.mark.parametrize("model,loss", [("dcgan", "bce"), ("gan", "wgan_gp")])
-def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(make_cfg, tmp_path, model, loss):
-    common = [f"model={model}", f"loss={loss}", "trainer.deterministic=true", "trainer.ckpt_every=100"]
+# gan has dropout in D and wgan_gp draws interpolation coefficients: both use the RNG mid-step;
+# lazy R1 every 2 D updates, stopped after 3: the resumed run must keep its phase.
+@pytest.mark.parametrize("model,loss,extra", [("dcgan", "bce", []), ("gan", "wgan_gp", []),
+                                              ("dcgan", "hinge", ["loss.r1=1", "loss.r1_every=2"])])
+def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(make_cfg, tmp_path, model, loss, extra):
+    common = [f"model={model}", f"loss={loss}", "trainer.deterministic=true", "trainer.ckpt_every=100", *extra]
     train(make_cfg(*common, "trainer.max_steps=7"), tmp_path / "straight")
     train(make_cfg(*common, "trainer.max_steps=3"), tmp_path / "stopped")
     train(make_cfg(*common, "trainer.max_steps=7", f"resume={tmp_path / 'stopped'}"), tmp_path / "stopped")

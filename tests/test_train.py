@@ -68,6 +68,7 @@ def test_keeps_the_last_k_periodic_checkpoints(make_cfg, tmp_path):
                                     "model.D.spectral_norm=true", "model.D.pack=2",
                                     "loss.feature_matching=1 model.D.pack=2", "loss.feature_matching=1 model=cgan",
                                     "model.D.norm=instance loss=wgan_gp", "model.G.upsample=bilinear",
+                                    "loss=hinge loss.r1=1 loss.r1_every=2",
                                     "model=cdcgan model.G.cond=multiply model.G.noise_injection=true model.D.cond=channel"])
 def test_options_train(make_cfg, tmp_path, option):
     metrics = train(make_cfg(*option.split()), tmp_path)
