@@ -50,7 +50,7 @@ from torch.utils.flop_counter import flop_registry
 from ganctl import config
 from ganctl.build import build
 from ganctl.data import load_mnist
-from ganctl.models import build_discriminator, build_generator, build_loss, build_step
+from ganctl.models import build_discriminator, build_generator, build_loss, build_step, conditioning
 from ganctl.runtime import cudnn_autotuner, resolve_device
 from ganctl.train import real_batches
 
@@ -106,7 +106,7 @@ def ganctl_step(cfg, device, data):
     """ganctl's step as `ganctl train` builds and runs it, with its switches: device-resident data,
     noise drawn on the device, the EMA update, no host syncs."""
     tcfg = cfg.trainer
-    num_classes = data.num_classes if cfg.model.conditional else 0
+    num_classes = conditioning(cfg.model, data.num_classes, tcfg.batch_size)
     loss = build_loss(cfg, num_classes)
     info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")

@@ -117,6 +117,7 @@ ADDED_KEYS = [
     ((), None, "augment", {"policy": [], "ada": None}),
     (("augment",), None, "ada", None),
     (("dataset",), None, "limit", None),
+    (("dataset",), "ganctl.data.load_folder", "cache", False),
 ]
 
 

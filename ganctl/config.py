@@ -75,9 +75,22 @@ class DCGANDiscriminatorConfig:
 
 
 @dataclass
+class ResNetGeneratorConfig:
+    _target_: str = MISSING
+    ch: int = MISSING
+
+
+@dataclass
+class ResNetDiscriminatorConfig:
+    _target_: str = MISSING
+    ch: int = MISSING
+    spectral_norm: bool = MISSING
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
-    conditional: bool = MISSING
+    conditional: Optional[bool] = MISSING  # null: as the data (labels where it has classes)
     z_dim: int = MISSING
     init: str = MISSING
     aux_weight: float = MISSING
@@ -97,6 +110,12 @@ class MLPModelConfig(ModelConfig):
 class DCGANModelConfig(ModelConfig):
     G: DCGANGeneratorConfig = field(default_factory=DCGANGeneratorConfig)
     D: DCGANDiscriminatorConfig = field(default_factory=DCGANDiscriminatorConfig)
+
+
+@dataclass
+class ResNetModelConfig(ModelConfig):
+    G: ResNetGeneratorConfig = field(default_factory=ResNetGeneratorConfig)
+    D: ResNetDiscriminatorConfig = field(default_factory=ResNetDiscriminatorConfig)
 
 
 # --- loss ------------------------------------------------------------------------------------
@@ -143,6 +162,7 @@ class FolderDatasetConfig(DatasetConfig):
     img_size: int = MISSING
     channels: int = MISSING
     num_workers: int = MISSING
+    cache: bool = MISSING
 
 
 # --- optimizer -------------------------------------------------------------------------------
@@ -315,6 +335,7 @@ def register() -> None:
     for group, name, node in [
         ("model", "mlp", MLPModelConfig),
         ("model", "dcgan", DCGANModelConfig),
+        ("model", "resnet", ResNetModelConfig),
         ("loss", "base", LossConfig),
         ("loss", "bce", BCELossConfig),
         ("loss", "wgan", WGANLossConfig),

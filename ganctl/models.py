@@ -60,11 +60,13 @@ def build_loss(cfg, num_classes: int):
 def conditioning(model_cfg, num_classes: int, batch_size: int) -> int:
     """The rules that tie a model to its data's classes, in one place: the number of classes the
     model is conditioned on (0 for an unconditional model)."""
-    name = model_cfg["name"]
-    if model_cfg["conditional"] and num_classes < 2:
+    name, conditional = model_cfg["name"], model_cfg["conditional"]
+    if conditional and num_classes < 2:
         raise UserError(f"model={name} is conditional but the dataset has {num_classes} class; "
                         f"use an unconditional model")
-    num_classes = num_classes if model_cfg["conditional"] else 0
+    if conditional is None:  # as the data: labels where it has classes
+        conditional = num_classes >= 2
+    num_classes = num_classes if conditional else 0
     if model_cfg["G"].get("codes") and num_classes:
         raise UserError(f"model.G.codes={model_cfg['G']['codes']} needs an unconditional model (InfoGAN's codes "
                         f"stand in for labels); got model={name}")

@@ -58,7 +58,7 @@ def test_codes_need_an_unconditional_model(make_cfg, tmp_path):
 def test_empty_folder_and_unreadable_images(tmp_path, caplog):
     (tmp_path / "empty" / "cats").mkdir(parents=True)
     with pytest.raises(UserError, match="no images"):
-        load_folder(str(tmp_path / "empty"), img_size=32, channels=3, num_workers=0)
+        load_folder(str(tmp_path / "empty"), img_size=32, channels=3, num_workers=0, cache=False)
     images = tmp_path / "bad" / "cats"
     images.mkdir(parents=True)
     from PIL import Image
@@ -69,12 +69,12 @@ def test_empty_folder_and_unreadable_images(tmp_path, caplog):
     (images / "truncated.png").write_bytes(good[:len(good) // 2])  # parses, but cannot be decoded
     os.mkfifo(images / "fifo.png")  # a special file: reading it would wait forever
     with caplog.at_level("WARNING"):
-        assert len(load_folder(str(tmp_path / "bad"), img_size=32, channels=3, num_workers=0)) == 3
+        assert len(load_folder(str(tmp_path / "bad"), img_size=32, channels=3, num_workers=0, cache=False)) == 3
     assert "skipping 2 of 5 image files" in caplog.text and "broken.png" in caplog.text
     for i in range(3):
         (images / f"{i}.png").unlink()
     with pytest.raises(UserError, match=r"none of the 2 image files under .* can be decoded"):
-        load_folder(str(tmp_path / "bad"), img_size=32, channels=3, num_workers=0)
+        load_folder(str(tmp_path / "bad"), img_size=32, channels=3, num_workers=0, cache=False)
 
 
 def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

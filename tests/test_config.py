@@ -4,7 +4,7 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 
-from conftest import GROUPS, options
+from conftest import GROUPS, mnist_models, options
 from ganctl.losses import Loss
 from ganctl.models import build_discriminator, build_generator, build_loss
 
@@ -14,7 +14,7 @@ def test_every_group_has_options():
         assert options(group), f"conf/{group}/ is empty"
 
 
-@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("model", mnist_models())
 def test_model_options(make_cfg, model):
     cfg = make_cfg(f"model={model}")
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if cfg.model.conditional else 0}

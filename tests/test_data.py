@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from conftest import tiny_digits, write_cifar10
-from ganctl.data import InMemoryImages, balanced_subset, load_cifar10, load_fashion_mnist, load_folder, load_mnist
+from ganctl.data import (InMemoryImages, _ImageFiles, balanced_subset, load_cifar10, load_fashion_mnist,
+                         load_folder, load_mnist)
 from ganctl.errors import UserError
 
 
@@ -131,5 +132,19 @@ def test_a_limited_dataset_serves_only_its_subset_and_keeps_labels_with_images(d
 
 
 def test_a_limited_folder_keeps_both_classes(image_folder):
-    data = load_folder(str(image_folder), img_size=16, channels=3, num_workers=0, limit=6)
+    data = load_folder(str(image_folder), img_size=16, channels=3, num_workers=0, cache=False, limit=6)
     assert len(data) == 6 and sorted(data.dataset.labels) == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_cached_folder_decodes_once_and_serves_the_same_images(image_folder, monkeypatch):
+    streamed = load_folder(str(image_folder), img_size=16, channels=3, num_workers=0, cache=False)
+    cached = load_folder(str(image_folder), img_size=16, channels=3, num_workers=0, cache=True)
+    x, y = streamed.arrays()
+    assert torch.equal(cached.images, x) and torch.equal(cached.labels, y)
+    assert (cached.img_channels, cached.img_size, cached.num_classes, len(cached)) == (3, 16, 2, 24)
+
+    def no_decoding(self, i):
+        raise AssertionError("an epoch decoded an image")
+    monkeypatch.setattr(_ImageFiles, "__getitem__", no_decoding)
+    batches = list(cached.epoch(0, batch_size=8))
+    assert len(batches) == 3 and batches[0][0].shape == (8, 3, 16, 16) and batches[0][0].dtype == torch.float32

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from conftest import options
+from conftest import mnist_models, options
 from ganctl.errors import UserError
 from ganctl.nets import dcgan
 from ganctl.models import build_discriminator, build_generator, build_loss
@@ -13,7 +13,7 @@ SIZES = [(1, 28), (3, 32)]
 
 
 @pytest.mark.parametrize("img_channels,img_size", SIZES, ids=["28x28x1", "32x32x3"])
-@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("model", mnist_models())
 def test_shapes_and_range(make_cfg, model, img_channels, img_size):
     cfg = make_cfg(f"model={model}")
     num_classes = 10 if cfg.model.conditional else 0
@@ -105,7 +105,7 @@ def test_label_conditioning_needs_labels(make_cfg, option, words):
         build_generator(cfg.model, info) if ".G." in option else build_discriminator(cfg.model, info, False)
 
 
-@pytest.mark.parametrize("model", [m for m in options("model") if not m.startswith("c")])
+@pytest.mark.parametrize("model", [m for m in mnist_models() if not m.startswith("c")])
 def test_unconditional_models_ignore_labels_they_have_none_of(make_cfg, model):
     cfg = make_cfg(f"model={model}")
     info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
@@ -262,7 +262,7 @@ def test_mlp_discriminator_with_projection_takes_the_label_at_its_output(make_cf
     assert logits.std() > 0  # the same image scores differently under different labels
 
 
-@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("model", mnist_models())
 def test_spectral_norm_holds_every_discriminator_layer_at_unit_gain(make_cfg, model):
     cfg = make_cfg(f"model={model}", "model.D.spectral_norm=true")
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10 if cfg.model.conditional else 0}
@@ -320,3 +320,27 @@ def test_generator_codes_are_read_from_z_and_uniform(make_cfg, noise):
     D = build_discriminator(cfg.model, info, per_sample=False, aux=True)
     logits, code_logits = D(torch.randn(4, 1, 28, 28))
     assert logits.shape == (4,) and code_logits.shape == (4, 10)
+
+
+@pytest.mark.parametrize("img_size,blocks", [(32, 3), (64, 4), (128, 5)])
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_resnet_shapes_depth_and_label_use_follow_the_data(make_cfg, img_size, blocks, num_classes):
+    cfg = make_cfg("model=resnet")
+    info = {"img_channels": 3, "img_size": img_size, "num_classes": num_classes}
+    G, D = build_generator(cfg.model, info), build_discriminator(cfg.model, info, per_sample=False)
+    assert len(G.blocks) == len(D.blocks) == blocks  # 4x4 doubled (halved) once per block
+    y = torch.randint(0, 10, (3,)) if num_classes else None
+    x = G(torch.randn(3, cfg.model.z_dim), y)
+    assert x.shape == (3, 3, img_size, img_size) and x.min() >= -1 and x.max() <= 1
+    D.eval()
+    torch.testing.assert_close(D.head(D.features_of(x, y), y), D(x, y))
+    assert D(x, y).shape == (3,)
+    labelled = any(isinstance(m, nn.Embedding) for m in D.modules())
+    assert labelled == bool(num_classes) and all(  # SNGAN's D: every weight spectrally normalised
+        parametrize.is_parametrized(m, "weight") for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def test_resnet_refuses_other_sizes_in_one_line(make_cfg):
+    cfg = make_cfg("model=resnet")
+    with pytest.raises(UserError, match="model=resnet needs dataset.img_size 32, 64, 128, got 28"):
+        build_generator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 10})

@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from conftest import one_line_error, options
+from conftest import mnist_models, one_line_error, options
 from ganctl import data
 from ganctl.build import build, plain, resolve_target
 from ganctl.checkpoint import load_checkpoint
@@ -26,7 +26,7 @@ def trained_nets(cfg, loaded):
     return step.G, step.D
 
 
-@pytest.mark.parametrize("overrides", [(f"model={m}",) for m in options("model")] + [
+@pytest.mark.parametrize("overrides", [(f"model={m}",) for m in mnist_models()] + [("model=resnet", "dataset=cifar10"),
     ("model=cdcgan", "dataset=cifar10"), ("model=dcgan", "loss=wgan_gp"), ("model=dcgan", "model.D.pack=2"),
     ("model=gan", "loss=wgan"), ("model=dcgan", "model.G.codes=10", "model.aux_weight=1")])
 def test_totals_are_the_parameters_that_train_builds(make_cfg, cifar_files_pass_their_checksums, capsys,

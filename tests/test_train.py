@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import options
+from conftest import mnist_models, options
 from ganctl.checkpoint import REQUIRED_KEYS, load_checkpoint
 from ganctl.errors import UserError
 from ganctl.ema import ema_decay_at, ema_update, standing_stats
@@ -14,7 +14,7 @@ from ganctl.models import build_generator
 from ganctl.train import fixed_inputs, train
 
 
-@pytest.mark.parametrize("model,loss", list(itertools.product(options("model"), options("loss"))))
+@pytest.mark.parametrize("model,loss", list(itertools.product(mnist_models(), options("loss"))))
 def test_every_model_and_loss_trains_and_leaves_a_checkpoint(make_cfg, tmp_path, model, loss):
     cfg = make_cfg(f"model={model}", f"loss={loss}")
     metrics = train(cfg, tmp_path)
@@ -235,3 +235,15 @@ def test_cifar10_trains_a_conditional_rgb_dcgan(make_cfg, tmp_path, cifar_files_
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["data"] == {"img_channels": 3, "img_size": 32, "num_classes": 10}
     assert Image.open(tmp_path / "samples" / "step_2.png").mode == "RGB"
+
+
+@pytest.mark.parametrize("img_size,subfolder", [(32, ""), (64, ""), (32, "cats")])
+def test_resnet_trains_on_a_folder_conditional_where_it_has_classes(make_cfg, tmp_path, image_folder,
+                                                                   img_size, subfolder):
+    cfg = make_cfg("model=resnet", "loss=hinge", "dataset=folder", f"dataset.root={image_folder / subfolder}",
+                   f"dataset.img_size={img_size}", "dataset.num_workers=0", "trainer.batch_size=4")
+    metrics = train(cfg, tmp_path)
+    assert torch.isfinite(torch.tensor(metrics["Loss/G"]))
+    classes = 0 if subfolder else 2  # one folder of images: unconditional
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["data"] == {
+        "img_channels": 3, "img_size": img_size, "num_classes": classes}
