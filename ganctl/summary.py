@@ -5,6 +5,7 @@ multiply-adds per image. Nothing is trained and no image is read.
     ganctl summary model=cdcgan dataset=cifar10
     ganctl summary ckpt=outputs/<day>/<run>
 """
+import copy
 from pathlib import Path
 
 import torch
@@ -28,10 +29,22 @@ def nets(cfg: DictConfig, data_info: dict) -> tuple[torch.nn.Module, torch.nn.Mo
     return G, D, info
 
 
+def plain_weights(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `net` with spectral norm's parametrized weights made plain tensors of the same
+    size: torchinfo counts no multiply-adds for a layer whose `weight` is not a parameter."""
+    from torch.nn.utils import parametrize
+    net = copy.deepcopy(net)
+    for m in net.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight")
+    return net
+
+
 def tables(G: torch.nn.Module, D: torch.nn.Module, info: dict, z_dim: int, depth: int) -> list:
     """torchinfo's statistics of G (a batch of latents) and D (a batch of images), in eval mode.
     The batch is one image, or D's pack of them."""
     from torchinfo import summary  # imported by this command only
+    G, D = plain_weights(G), plain_weights(D)
     batch = getattr(D, "pack", 1) or 1
     y = torch.zeros(batch, dtype=torch.long) if info["num_classes"] else None
     x = torch.zeros(batch, info["img_channels"], info["img_size"], info["img_size"])

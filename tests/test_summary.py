@@ -10,7 +10,7 @@ from ganctl import data
 from ganctl.build import build, plain, resolve_target
 from ganctl.checkpoint import load_checkpoint
 from ganctl.models import build_loss, build_step, check_compatible
-from ganctl.summary import run_summary
+from ganctl.summary import nets, run_summary, tables
 
 
 def totals(stdout: str) -> list[int]:
@@ -43,6 +43,15 @@ def test_totals_are_the_parameters_that_train_builds(make_cfg, cifar_files_pass_
     expected = [sum(p.numel() for p in net.parameters()) for net in (G, D)]
     assert [s.total_params for s in stats] == expected
     assert totals(capsys.readouterr().out) == expected
+    assert all(s.total_mult_adds > 0 for s in stats)  # spectral norm's D (resnet) too
+
+
+def test_spectral_norm_leaves_the_multiply_adds_as_they_are(make_cfg):
+    info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
+    (G, plain_D, _), (_, normed_D, _) = (nets(make_cfg("model=dcgan", f"model.D.spectral_norm={on}"), info)
+                                         for on in ("false", "true"))
+    stats = [tables(G, D, info, G.z_dim, depth=3)[1] for D in (plain_D, normed_D)]
+    assert stats[0].total_mult_adds == stats[1].total_mult_adds > 0
 
 
 def test_the_cli_prints_both_tables_and_writes_nothing(ganctl, tmp_path):
