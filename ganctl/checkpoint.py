@@ -165,10 +165,11 @@ def shape_errors(state: dict) -> list[str]:
         errors.append("cfg.model is not a model config with G and z_dim")
     if not isinstance(trainer, dict):
         errors.append("cfg.trainer is not a dict")
-    ada = state.get("augment", {"p": torch.zeros(()), "rt": torch.zeros(()), "signs": torch.zeros(()), "count": 0})
-    if not (isinstance(ada, dict) and all(isinstance(ada.get(k), torch.Tensor) and ada[k].shape == ()
-                                          for k in ("p", "rt", "signs")) and _is_int(ada.get("count"), 0, 2**31)):
-        errors.append("augment is not ADA's saved state")
+    if "augment" in state:  # ADA's state, in runs with augment=ada
+        ada = state["augment"]
+        if not (isinstance(ada, dict) and all(isinstance(ada.get(k), torch.Tensor) and ada[k].shape == ()
+                                              for k in ("p", "rt", "signs")) and _is_int(ada.get("count"), 0, 2**31)):
+            errors.append("augment is not ADA's saved state")
     return errors
 
 

@@ -285,9 +285,9 @@ def load_folder(root: str, img_size: int, channels: int, num_workers: int, cache
         return folder
     t0 = time.perf_counter()
     images, labels = folder.arrays()
+    seconds = time.perf_counter() - t0
     log.info("decoded %d images of %s once in %.1f s (%.0f img/s); held as %.0f MB of uint8", len(images),
-             Path(root).expanduser(), time.perf_counter() - t0, len(images) / (time.perf_counter() - t0),
-             images.numel() / 1e6)
+             Path(root).expanduser(), seconds, len(images) / seconds, images.numel() / 1e6)
     return InMemoryImages(images, labels, folder.num_classes, device, seed, rank, world_size)
 
 
