@@ -46,9 +46,7 @@ class JsonLines:
 
 def write_curves(run_dir: Path, out: Path | None = None) -> Path | None:
     """Losses, mean D outputs and eval metrics over steps, one panel each, as curves.png."""
-    import matplotlib
-    matplotlib.use("Agg")  # no display: write files only
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no display, no global figure state
 
     run_dir = Path(run_dir)
     train = JsonLines(run_dir / "metrics.jsonl").read()
@@ -61,7 +59,10 @@ def write_curves(run_dir: Path, out: Path | None = None) -> Path | None:
     panels = [p for p in panels if p[2]]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    # Fixed margins instead of tight_layout, which draws the figure once more to measure it.
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw=dict(left=0.9 / (4.2 * len(panels)), right=0.98,
+                                                                      bottom=0.16, top=0.9, wspace=0.28))
     for ax, (title, rows, keys) in zip(axes[0], panels):
         for k in keys:
             pts = [(r["step"], r[k]) for r in rows if k in r and math.isfinite(r[k])]
@@ -70,10 +71,8 @@ def write_curves(run_dir: Path, out: Path | None = None) -> Path | None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
     out = Path(out) if out else run_dir / "curves.png"
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 

@@ -279,10 +279,17 @@ def test_resume_under_an_awkward_path_also_with_the_printed_command(tmp_path, ga
 
 
 def test_ctrl_c_while_importing_is_one_line(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "ganctl", "train", "trainer.max_steps=1"], cwd=tmp_path,
+    # No data and no download: if the signal came too late the run fails on the data, never the network.
+    proc = subprocess.Popen([sys.executable, "-m", "ganctl", "train", "trainer.max_steps=1", "dataset.download=false",
+                             f"dataset.root={tmp_path}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import time
-    time.sleep(0.6)  # the interpreter is up; torch and Hydra take seconds to import
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:  # until torch's library is loaded: mid-import
+        if maps.is_file() and "libtorch" in maps.read_text():
+            break
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip() == "ganctl: interrupted", err
