@@ -18,7 +18,7 @@ def load_bench():
 def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     load_bench().main(["--data", str(data_root), "--device", "cpu", "--models", "cdcgan", "--losses", "bce,wgan_gp",
-                       "--batches", "16", "--steps", "1", "--warmup", "1", "--rounds", "2", "--matmul-size", "64",
+                       "--batches", "4", "--steps", "1", "--warmup", "1", "--rounds", "2", "--matmul-size", "64",
                        "--variant", "trainer.channels_last=true", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["device"].startswith("CPU") and result["torch"] and result["command"].startswith("python ")
@@ -26,7 +26,7 @@ def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path
     assert [(r["loss"], r["variant"]) for r in rows] == [
         ("bce", ""), ("bce", "trainer.channels_last=true"), ("wgan_gp", ""), ("wgan_gp", "trainer.channels_last=true")]
     for r in rows:
-        images = 16 * (5 if r["loss"] == "wgan_gp" else 1)  # real images per step: n_critic batches
+        images = 4 * (5 if r["loss"] == "wgan_gp" else 1)  # real images per step: n_critic batches
         assert abs(r["ganctl_img_per_s"] * r["ganctl_ms_per_step"] / 1e3 - images) < 1e-6 * images
         assert abs(r["speedup"] - r["reference_ms_per_step"] / r["ganctl_ms_per_step"]) < 1e-9
         assert len(r["rounds_ms"]["ganctl"]) == len(r["rounds_ms"]["reference"]) == 2
@@ -38,7 +38,7 @@ def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path
     assert rows[2]["flops_per_step"] > 3 * rows[0]["flops_per_step"]
     assert rows[1]["flops_per_step"] == rows[0]["flops_per_step"]  # a layout computes the same
     assert rows[1]["rounds_ms"]["reference"] == rows[0]["rounds_ms"]["reference"]  # one reference for both
-    assert "| cdcgan | wgan_gp | 16 |" in capsys.readouterr().out
+    assert "| cdcgan | wgan_gp | 4 |" in capsys.readouterr().out
 
 
 def test_a_time_budget_times_fewer_steps_where_steps_are_slow(data_root, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import SHRINK, TINY_MODEL, one_line_error
+from conftest import SHRINK, TINY_MODEL, one_line_error, run_ganctl
 from ganctl import checkpoint, rundir
 from ganctl.checkpoint import load_checkpoint
 from ganctl.errors import UserError
@@ -120,12 +120,14 @@ def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
     assert probe.returncode == 0
 
 
-@pytest.fixture()
-def cli_run(tmp_path, ganctl, data_root) -> Path:
-    """A tiny run made through the CLI (in this process): .hydra/ as ganctl writes it."""
-    run_dir = tmp_path / "runs" / "one"
-    code, _, err = ganctl("train", *cli_args(data_root), f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, data_root) -> Path:
+    """A tiny run made through the CLI (in this process): .hydra/ as ganctl writes it. One per
+    module: its users only read it or check that it stayed byte for byte the same."""
+    cwd = tmp_path_factory.mktemp("cli_run")
+    run_dir = cwd / "runs" / "one"
+    r = run_ganctl("train", *cli_args(data_root), f"hydra.run.dir={run_dir}", cwd=cwd)
+    assert r.returncode == 0, r.stderr
     return run_dir
 
 
