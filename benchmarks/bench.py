@@ -34,7 +34,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -51,7 +50,7 @@ from ganctl import config
 from ganctl.build import build
 from ganctl.data import load_mnist
 from ganctl.models import build_discriminator, build_generator, build_loss, build_step, conditioning
-from ganctl.runtime import cudnn_autotuner, resolve_device
+from ganctl.runtime import cudnn_autotuner, device_name, resolve_device
 from ganctl.train import real_batches
 
 MNIST_TRAIN = 60_000
@@ -345,7 +344,7 @@ def main(argv=None):
     batches = [int(b) for b in (args.batches or ("128,1024" if cuda else "128")).split(",")]
     if not cuda:
         torch.set_num_threads(os.cpu_count() or 1)
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    name = device_name(device)
     variants = [[]] + [v.split() for v in args.variant]
     n_max = args.matmul_size or (8192 if cuda else 2048)
     models, losses = args.models.split(","), args.losses.split(",")

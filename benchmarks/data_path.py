@@ -9,7 +9,6 @@ training step for the model at that size (n_critic D updates and one G update; i
 real images D consumed). The data path keeps up where its rate is well above the step's.
 """
 import argparse
-import platform
 import time
 
 import torch
@@ -17,7 +16,7 @@ from omegaconf import open_dict
 
 from ganctl.data import load_folder
 from ganctl.models import build_loss, build_step, conditioning
-from ganctl.runtime import resolve_device
+from ganctl.runtime import device_name, resolve_device
 
 
 def rate(batches, n_images: int, sync) -> float:
@@ -41,8 +40,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    name = device_name(device)
 
     folder = load_folder(args.folder, args.size, 3, args.workers, cache=False, device=device)
     per_epoch = folder.batches_per_epoch(args.batch) * args.batch

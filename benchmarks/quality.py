@@ -22,8 +22,6 @@ import argparse
 import datetime
 import itertools
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -39,18 +37,9 @@ def options(group: str) -> list[str]:
 
 
 def machine() -> str:
-    try:
-        import torch
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{cpu}, {os.cpu_count()} cores"
+    """The machine that the runs' `trainer.device=auto` trains on."""
+    from ganctl.runtime import device_name, resolve_device
+    return device_name(resolve_device("auto"))
 
 
 def ganctl(*args: str, cwd: Path) -> subprocess.CompletedProcess:

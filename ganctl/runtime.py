@@ -1,8 +1,11 @@
 """Where and how a run computes: its device, seeds, the RNG kept apart from evaluation, and the
 stop signals the training loop reads between steps."""
+import os
+import platform
 import random
 import signal
 import threading
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +27,20 @@ def resolve_device(name: str, local_rank: int = 0, key: str = "trainer.device") 
     if device.type == "cuda" and distributed.launched():
         device = torch.device("cuda", local_rank)
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """What benchmarks and results tables name a machine by: the GPU's name, or the CPU's model
+    with the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.is_file() else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"CPU ({cpu}, {torch.get_num_threads()} threads of {os.cpu_count()} cores)"
 
 
 def cudnn_autotuner(device: torch.device, deterministic: bool) -> bool:
