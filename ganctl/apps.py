@@ -109,8 +109,8 @@ def train_app(cfg: DictConfig) -> float | None:
     finally:
         distributed.shutdown(together=ended_well)
     # What a sweeper optimises: the config's optimized_metric, from the run's result; None where
-    # the run has none (eval off, or a run that had nothing left to do).
-    if result and cfg.optimized_metric not in result and result.get("step"):
+    # the run has none (eval off, or a run that had nothing left to do). Only a sweep reads it.
+    if sweep_job and result and cfg.optimized_metric not in result and result.get("step"):
         log.warning("optimized_metric=%s is not in this run's result (%s)", cfg.optimized_metric,
                     ", ".join(k for k in result if not k.startswith("Time/")))
     return result.get(cfg.optimized_metric) if result else None

@@ -75,8 +75,10 @@ def test_wgan_gp_logs_its_penalty(tmp_path, data_root):
 def test_multirun_makes_one_directory_per_job(tmp_path, data_root):
     # -m after the overrides on purpose: the dispatcher moves it where Hydra 1.3 wants it.
     result = run_ganctl("train", "loss=bce,lsgan", "model=gan", "model.G.hidden=[16]", "model.D.hidden=[16]",
-                        *TINY, "-m", cwd=tmp_path, env={"GANCTL_DATA": str(data_root)})
+                        *TINY, "trainer.eval_every=null", "-m", cwd=tmp_path, env={"GANCTL_DATA": str(data_root)})
     assert result.returncode == 0, result.stderr
+    # A sweep's jobs without evals hand the sweeper nothing: each says so (a single run does not, below).
+    assert (result.stdout + result.stderr).count("optimized_metric=Eval/fid is not in this run's result") == 2
     jobs = sorted(p.name for p in (tmp_path / "outputs" / "multirun").glob("*/*/*") if p.is_dir())
     assert jobs == ["0_gan_bce", "1_gan_lsgan"]
     for job in (tmp_path / "outputs" / "multirun").glob("*/*/*_gan_*"):
@@ -85,6 +87,14 @@ def test_multirun_makes_one_directory_per_job(tmp_path, data_root):
     first, second = (json.loads(next((tmp_path / "outputs" / "multirun").glob(f"*/*/{job}/result.json")).read_text())
                      for job in jobs)
     assert second["Time/startup_s"] < first["Time/startup_s"] + first["Time/loop_s"]
+
+
+def test_a_single_run_without_evals_does_not_warn_about_the_sweep_metric(tmp_path, data_root):
+    result = run_ganctl("train", "model=gan", "model.G.hidden=[16]", "model.D.hidden=[16]", *TINY,
+                        "trainer.eval_every=null", cwd=tmp_path, env={"GANCTL_DATA": str(data_root)})
+    assert result.returncode == 0, result.stderr
+    assert "finished 3 steps" in result.stdout + result.stderr  # the log reaches these streams
+    assert "optimized_metric" not in result.stdout + result.stderr
 
 
 def test_sample_png_and_npz(trained):
