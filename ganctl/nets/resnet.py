@@ -17,7 +17,8 @@ SIZES = (32, 64, 128)
 
 def _blocks(img_size: int) -> int:
     if img_size not in SIZES:
-        raise ValueError(f"model=resnet needs dataset.img_size {', '.join(map(str, SIZES))}, got {img_size}")
+        raise ValueError(f"model=resnet needs dataset.img_size {', '.join(map(str, SIZES))}, got {img_size} "
+                         "(dataset=cifar10, or dataset=folder with dataset.img_size=64)")
     return {32: 3, 64: 4, 128: 5}[img_size]
 
 
