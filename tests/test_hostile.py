@@ -288,7 +288,10 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path, data_root):
     for attempt in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "ganctl", "train", *cli_args(data_root), "trainer.max_steps=1",
                                  f"hydra.run.dir={tmp_path / str(attempt)}"], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # as from a shell: an earlier test of this process may have left SIGINT
+                                # ignored, and a child inherits that (then Ctrl-C never reaches it)
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         maps = Path(f"/proc/{proc.pid}/maps")
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
