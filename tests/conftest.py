@@ -35,6 +35,15 @@ TINY_MODEL = {
 }
 
 
+def load_script(name: str):
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def mnist_models() -> list[str]:
     """The models that take MNIST's 28 px (model=resnet takes 32, 64 and 128 px: its own tests)."""
     return [m for m in options("model") if m != "resnet"]

@@ -1,18 +1,14 @@
 """benchmarks/bench.py runs end to end on tiny data and writes what it claims (speed itself is
 never asserted: the figures come from real runs, see docs/benchmarks.md)."""
-import importlib.util
 import json
 
 import torch
 
-from conftest import REPO
+from conftest import load_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench", REPO / "benchmarks" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench")
 
 
 def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path, capsys):

@@ -5,7 +5,6 @@
 Each run uses the shipped defaults through the `ganctl` command and is judged by the tool's own
 `ganctl eval` (10,000 samples, classifier features); docs/results.md has the measured figures.
 """
-import importlib.util
 import itertools
 import json
 import os
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, options, run_ganctl
+from conftest import load_script, options, run_ganctl
 
 DATA = os.environ.get("GANCTL_DATA")
 pytestmark = [pytest.mark.slow,
@@ -52,11 +51,8 @@ def real_cache():
 
 @pytest.fixture(scope="module")
 def mnist_folder_32(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("mnist_folder", REPO / "benchmarks" / "mnist_folder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     root = tmp_path_factory.mktemp("mnist32")
-    module.main([str(root), "--size", "32", "--n", "2000", "--data", str(Path(DATA).resolve())])
+    load_script("mnist_folder").main([str(root), "--size", "32", "--n", "2000", "--data", str(Path(DATA).resolve())])
     return root
 
 
