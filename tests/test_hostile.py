@@ -289,8 +289,8 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path, data_root):
         proc = subprocess.Popen([sys.executable, "-m", "ganctl", "train", *cli_args(data_root), "trainer.max_steps=1",
                                  f"hydra.run.dir={tmp_path / str(attempt)}"], cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                # as from a shell: an earlier test of this process may have left SIGINT
-                                # ignored, and a child inherits that (then Ctrl-C never reaches it)
+                                # as from an interactive shell: pytest started in the background of a
+                                # script (`cmd &`, as CI may) inherits SIGINT ignored, and so would the child
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         maps = Path(f"/proc/{proc.pid}/maps")
         deadline = time.monotonic() + 30
