@@ -117,3 +117,22 @@ def test_sync_bn_on_cpu_ranks_is_refused_in_one_line(data_root, tmp_path):
     assert ours and set(ours) == {"ganctl: error: trainer.sync_bn=true needs CUDA devices "
                                   "(SyncBatchNorm has no CPU kernel)"}
     assert not list((tmp_path / "outputs").glob("*/*/checkpoints"))
+
+
+def _ada_worker(rank: int, init_file: str, out: str):
+    from ganctl.augment import AdaptiveP
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    ada = AdaptiveP(target=0.6, interval=2, kimg=1.0, batch_size=50, device="cpu", world_size=2)  # a move of 0.2
+    for _ in range(2):  # rank 0's D says real (r_t 1.0, alone: p up), rank 1's mostly not (0.4, alone: p stays 0)
+        ada.observe(torch.tensor(1.0 if rank == 0 else 0.4))
+    Path(f"{out}.{rank}").write_text(f"{ada.p.item():.6f} {ada.rt.item():.6f}")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.processes
+def test_ada_moves_p_the_same_on_every_rank_from_the_mean_signal(tmp_path):
+    # D's weights stay equal under DDP whatever p is, so the replica check cannot see a p that
+    # drifted apart: p must follow the all-rank mean of r_t (here 0.7 > target 0.6, so up).
+    mp.spawn(_ada_worker, args=(str(tmp_path / "init"), str(tmp_path / "out")), nprocs=2)
+    found = {(tmp_path / f"out.{r}").read_text() for r in range(2)}
+    assert found == {"0.200000 0.700000"}
