@@ -77,8 +77,8 @@ def table(rows: list[dict], where: str) -> str:
     """The Markdown table: one line per pair, seeds joined with commas."""
     lines = ["| model | loss | steps | seeds | FID | FID / floor | label acc (conditional) or label TV | "
              "recall | train time | machine |", "|" + " --- |" * 10]
-    key = lambda r: (options("model").index(r["model"]), options("loss").index(r["loss"]), r.get("set", ""))
-    for (model, loss, sets), group in itertools.groupby(sorted(rows, key=key), key=key):
+    key = lambda r: (options("model").index(r["model"]), options("loss").index(r["loss"]), r.get("set", ""), r["steps"])
+    for (model, loss, sets, _), group in itertools.groupby(sorted(rows, key=key), key=key):
         model, loss = options("model")[model], options("loss")[loss]
         loss = f"{loss} {sets}".strip()
         group = sorted(group, key=lambda r: r["seed"])
@@ -124,11 +124,12 @@ def main(argv=None) -> None:
                  else list(itertools.product(options("model"), options("loss"))))
         seeds = [int(s) for s in args.seeds.split(",")]
         args.runs.mkdir(parents=True, exist_ok=True)
-        saved = json.loads(args.out.read_text()) if args.out.is_file() else {"machine": machine(), "rows": []}
         for (model, loss), seed in itertools.product(pairs, seeds):
             row = run_pair(args.runs, model, loss, seed, args.steps, args.n, tuple(args.set))
             same = lambda r: (r["model"], r["loss"], r["seed"], r["steps"], r.get("set", "")) == \
                 (model, loss, seed, args.steps, " ".join(args.set))
+            # read again before each write: another invocation may have added rows meanwhile
+            saved = json.loads(args.out.read_text()) if args.out.is_file() else {"machine": machine(), "rows": []}
             saved["rows"] = [r for r in saved["rows"] if not same(r)] + [row]
             args.out.write_text(json.dumps(saved, indent=1))
             print(json.dumps(row), flush=True)

@@ -64,3 +64,26 @@ def test_flops_of_a_step_count_both_updates_forward_and_backward(make_cfg, data_
     g_update = D + (2 * B * d + 2 * B * P * d) + G + 2 * B * h * P
     data = load_mnist(str(data_root), download=False, split="train", device=torch.device("cpu"))
     assert load_bench().step_flops(cfg, torch.device("cpu"), data) == d_update + g_update
+
+
+def test_quality_keeps_rows_another_invocation_wrote_and_tables_each_budget_apart(tmp_path, monkeypatch, capsys):
+    quality = load_script("quality")
+    out = tmp_path / "q.json"
+    out.write_text(json.dumps({"machine": "m", "rows": []}))
+    fake = dict(fid=2.0, fid_floor=0.1, fid_ratio=20.0, intra_fid=None, label_acc=None, label_tv=0.1,
+                precision=0.5, recall=0.5, train_s=60.0)
+
+    def run_pair(runs, model, loss, seed, steps, n, sets):
+        # meanwhile another invocation (another pair, other steps) finished and wrote its row
+        saved = json.loads(out.read_text())
+        saved["rows"].append({"model": "dcgan", "loss": "bce", "seed": 0, "steps": 187, "set": "augment=ada", **fake})
+        out.write_text(json.dumps(saved))
+        return {"model": model, "loss": loss, "seed": seed, "steps": steps, "set": " ".join(sets), **fake, "fid": 3.0}
+
+    monkeypatch.setattr(quality, "run_pair", run_pair)
+    quality.main(["--pairs", "dcgan:bce", "--steps", "936", "--runs", str(tmp_path), "--out", str(out),
+                  "--set", "augment=ada"])
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted((r["steps"], r["fid"]) for r in rows) == [(187, 2.0), (936, 3.0)]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| dcgan")]
+    assert [line.split(" | ")[2:5] for line in lines] == [["187", "0", "2"], ["936", "0", "3"]]
