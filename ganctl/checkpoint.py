@@ -111,6 +111,8 @@ ADDED_KEYS = [
     (("model", "G"), "ganctl.nets.dcgan.Generator", "cond", "concat"),
     (("model", "G"), "ganctl.nets.dcgan.Generator", "noise_injection", False),
     (("model", "D"), "ganctl.nets.dcgan.Discriminator", "cond", "projection"),
+    # norm=auto under a gradient penalty was GroupNorm with one group before per_sample_norm
+    (("model", "D"), "ganctl.nets.dcgan.Discriminator", "per_sample_norm", "layer"),
     (("loss",), None, "feature_matching", 0.0),
     (("loss",), None, "r1", 0.0),
     (("loss",), None, "r1_every", 1),

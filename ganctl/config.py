@@ -68,6 +68,7 @@ class DCGANDiscriminatorConfig:
     _target_: str = MISSING
     ndf: int = MISSING
     norm: str = MISSING
+    per_sample_norm: str = MISSING
     mbstd: bool = MISSING
     spectral_norm: bool = MISSING
     pack: int = MISSING

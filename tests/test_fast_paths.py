@@ -43,13 +43,19 @@ def run_steps(cfg, device="cpu") -> list[float]:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("model,loss", [("dcgan", "bce"), ("cdcgan", "wgan_gp")])
-def test_channels_last_and_fused_adam_match_the_plain_step(make_cfg, model, loss, device):
-    plain = run_steps(make_cfg(f"model={model}", f"loss={loss}"), device)
+# The InstanceNorm critic (wgan_gp's default): its NHWC kernel sums in another order, a 1e-7
+# difference at the first update that 15 critic updates with the penalty's double backward grow
+# to 2.3e-3 (measured on the CPU); GroupNorm's stays under 3e-6, so it keeps the tight bound.
+@pytest.mark.parametrize("model,loss,norm,rtol", [("dcgan", "bce", "auto", 1e-4),
+                                                  ("cdcgan", "wgan_gp", "layer", 1e-4),
+                                                  ("cdcgan", "wgan_gp", "instance", 5e-3)])
+def test_channels_last_and_fused_adam_match_the_plain_step(make_cfg, model, loss, norm, rtol, device):
+    base = (f"model={model}", f"loss={loss}", *([f"model.D.per_sample_norm={norm}"] if norm != "auto" else []))
+    plain = run_steps(make_cfg(*base), device)
     assert len(plain) >= 2 * STEPS and all(map(torch.isfinite, torch.tensor(plain)))
-    torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}", "trainer.channels_last=true"), device),
-                               plain, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(run_steps(make_cfg(f"model={model}", f"loss={loss}", "optimizer.fused=true"), device),
+    torch.testing.assert_close(run_steps(make_cfg(*base, "trainer.channels_last=true"), device),
+                               plain, rtol=rtol, atol=1e-5)
+    torch.testing.assert_close(run_steps(make_cfg(*base, "optimizer.fused=true"), device),
                                plain, rtol=1e-4, atol=1e-5)
 
 

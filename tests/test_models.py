@@ -142,7 +142,7 @@ def test_gradient_penalty_critic_gets_per_sample_norm_without_being_asked(make_c
     loss = build_loss(gp_cfg, 0)
     critic = build_discriminator(gp_cfg.model, info, per_sample=loss.per_sample_critic)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
-    assert any(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in critic.modules())
+    assert any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in critic.modules())  # per_sample_norm
     # Per sample means what a sample gets does not depend on the rest of the batch.
     critic.train()
     x, y = torch.randn(4, 1, 28, 28), torch.arange(4) if info["num_classes"] else None
@@ -153,10 +153,10 @@ def test_gradient_penalty_critic_gets_per_sample_norm_without_being_asked(make_c
     D = build_discriminator(bce_cfg.model, info, per_sample=build_loss(bce_cfg, 0).per_sample_critic)
     assert any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
 
-    # The WGAN-GP tutorial's InstanceNorm critic is per sample too.
-    gp_cfg = make_cfg(f"model={model}", "loss=wgan_gp", "model.D.norm=instance")
+    # GroupNorm with one group (auto's pick before per_sample_norm) is per sample too.
+    gp_cfg = make_cfg(f"model={model}", "loss=wgan_gp", "model.D.per_sample_norm=layer")
     critic = build_discriminator(gp_cfg.model, info, per_sample=True).train()
-    assert any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in critic.modules())
+    assert any(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in critic.modules())
     alone = critic(x[:1], None if y is None else y[:1])
     assert torch.allclose(critic(x, y)[:1], alone, atol=1e-5)
 
@@ -281,7 +281,7 @@ def test_spectral_norm_holds_every_discriminator_layer_at_unit_gain(make_cfg, mo
 
 def test_packed_discriminator_scores_each_pack_from_all_its_members():
     # eval: BatchNorm's running statistics, no mixing
-    D = dcgan.Discriminator(1, 28, ndf=64, norm="batch", mbstd=False, spectral_norm=False, pack=2, cond="projection").eval()
+    D = dcgan.Discriminator(1, 28, ndf=64, norm="batch", per_sample_norm="layer", mbstd=False, spectral_norm=False, pack=2, cond="projection").eval()
     x = torch.randn(6, 1, 28, 28)
     out = D(x)
     assert out.shape == (3,)  # one logit per pack of two consecutive samples
@@ -344,3 +344,23 @@ def test_resnet_refuses_other_sizes_in_one_line(make_cfg):
     cfg = make_cfg("model=resnet")
     with pytest.raises(UserError, match="model=resnet needs dataset.img_size 32, 64, 128, got 28"):
         build_generator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 10})
+
+
+def test_a_checkpoint_from_before_per_sample_norm_keeps_its_groupnorm_critic(make_cfg):
+    # Its config says norm=auto and has no per_sample_norm: auto then meant GroupNorm with one
+    # group, whose weights have the same names and shapes as InstanceNorm's (a silent mismatch).
+    from omegaconf import OmegaConf
+    from ganctl.checkpoint import add_missing_keys
+    cfg = OmegaConf.to_container(make_cfg("model=dcgan", "loss=wgan_gp"))
+    del cfg["model"]["D"]["per_sample_norm"]
+    add_missing_keys(cfg)
+    critic = build_discriminator(cfg["model"], {"img_channels": 1, "img_size": 28, "num_classes": 0}, per_sample=True)
+    assert any(isinstance(m, nn.GroupNorm) for m in critic.modules())
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in critic.modules())
+
+
+def test_per_sample_norm_must_be_per_sample(make_cfg):
+    cfg = make_cfg("model=dcgan", "model.D.per_sample_norm=batch")
+    from ganctl.errors import UserError
+    with pytest.raises(UserError, match="per_sample_norm must be one of layer, instance, got 'batch'"):
+        build_discriminator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 0}, per_sample=True)

@@ -104,7 +104,8 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """image (B, C, H, W) [+ label] -> logit (B,).
 
-    norm: `batch` (DCGAN), `layer` (per sample; needed with a gradient penalty) or `none`.
+    norm: `batch` (DCGAN), `layer` or `instance` (per sample; needed with a gradient penalty), `none`,
+    or `auto`: `per_sample_norm` where the loss penalises D's gradient per sample, else `batch`.
     The first layer is never normalised, as in DCGAN. spectral_norm: every conv and linear weight
     spectrally normalised (SNGAN), on top of `norm`. pack: D judges `pack` samples at once, stacked
     as channels, and returns one logit per pack (B / pack,): a G that draws few modes makes packs
@@ -114,14 +115,15 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, *, ndf: int, norm: str,
-                 mbstd: bool, spectral_norm: bool, pack: int, cond: str, aux: bool = False, codes: int = 0,
+                 per_sample_norm: str, mbstd: bool, spectral_norm: bool, pack: int, cond: str, aux: bool = False, codes: int = 0,
                  per_sample: bool = False, clipped: bool = False):
         """per_sample: the loss penalises per-sample gradients, so nothing may mix the samples of a
-        batch: norm=auto is then per-sample LayerNorm (else BatchNorm), mbstd and pack are off.
+        batch: norm=auto is then `per_sample_norm` (else BatchNorm), mbstd and pack are off.
         clipped: the loss clips the weights (no effect here)."""
         super().__init__()
+        _choice("D.per_sample_norm", per_sample_norm, ("layer", "instance"))
         if norm == "auto":
-            norm = "layer" if per_sample else "batch"
+            norm = per_sample_norm if per_sample else "batch"
         elif norm == "batch" and per_sample:
             log.warning("model.D.norm=batch with a gradient penalty: the penalty is per sample and "
                         "BatchNorm mixes samples; model.D.norm=auto picks a per-sample norm")
