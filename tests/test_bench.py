@@ -7,13 +7,9 @@ import torch
 from conftest import load_script
 
 
-def load_bench():
-    return load_script("bench")
-
-
 def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    load_bench().main(["--data", str(data_root), "--device", "cpu", "--models", "cdcgan", "--losses", "bce,wgan_gp",
+    load_script("bench").main(["--data", str(data_root), "--device", "cpu", "--models", "cdcgan", "--losses", "bce,wgan_gp",
                        "--batches", "4", "--steps", "1", "--warmup", "1", "--rounds", "2", "--matmul-size", "64",
                        "--variant", "trainer.channels_last=true", "--out", str(out)])
     result = json.loads(out.read_text())
@@ -38,7 +34,7 @@ def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path
 
 
 def test_a_time_budget_times_fewer_steps_where_steps_are_slow(data_root, tmp_path):
-    bench, out = load_bench(), tmp_path / "bench.json"
+    bench, out = load_script("bench"), tmp_path / "bench.json"
     common = ["--data", str(data_root), "--device", "cpu", "--models", "gan", "--losses", "bce", "--batches", "16",
               "--steps", "5", "--warmup", "1", "--rounds", "1", "--matmul-size", "64", "--out", str(out)]
     bench.main(common)
@@ -63,7 +59,7 @@ def test_flops_of_a_step_count_both_updates_forward_and_backward(make_cfg, data_
     d_update = G + 2 * D + 2 * D + 2 * (2 * B * d)
     g_update = D + (2 * B * d + 2 * B * P * d) + G + 2 * B * h * P
     data = load_mnist(str(data_root), download=False, split="train", device=torch.device("cpu"))
-    assert load_bench().step_flops(cfg, torch.device("cpu"), data) == d_update + g_update
+    assert load_script("bench").step_flops(cfg, torch.device("cpu"), data) == d_update + g_update
 
 
 def test_quality_keeps_rows_another_invocation_wrote_and_tables_each_budget_apart(tmp_path, monkeypatch, capsys):

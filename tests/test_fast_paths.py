@@ -101,10 +101,10 @@ def test_the_training_step_never_waits_for_the_device(make_cfg, data_root, switc
     an error. The first steps, which allocate and pick kernels, are not watched; all five fall
     in the first epoch of the 64 tiny images (a new epoch's permutation may wait, once an epoch)."""
     from ganctl.data import load_mnist
-    from test_bench import load_bench
+    from conftest import load_script
     cfg = make_cfg("model=cdcgan", "loss=wgan_gp", "trainer.batch_size=2", *switches)
     data = load_mnist(str(data_root), download=False, split="train", device=torch.device("cuda"))
-    run, _ = load_bench().ganctl_step(cfg, torch.device("cuda"), data)
+    run, _ = load_script("bench").ganctl_step(cfg, torch.device("cuda"), data)
     run(), run()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
