@@ -120,6 +120,19 @@ def cifar_files_pass_their_checksums(monkeypatch):
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
 
 
+@pytest.fixture()
+def short_classifier_fit(monkeypatch):
+    """short_classifier_fit(steps): feature classifiers fitted in this test take `steps` steps
+    instead of at least 100, for tests of what is done with a fit rather than of how well it learns."""
+    import functools
+
+    from ganctl import classifier
+
+    def set_steps(steps: int):
+        monkeypatch.setattr(classifier, "fit", functools.partial(classifier.fit, min_steps=steps))
+    return set_steps
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """A root holding tiny MNIST and Fashion-MNIST in torchvision's raw IDX layout, and a tiny

@@ -92,7 +92,9 @@ def test_real_images_score_near_the_floor_and_a_constant_scores_badly(bigger_mni
     assert real["fid"]["n_fake"] == 300 and real["fid"]["n_real"] == 300  # half of the 600 reals
 
 
-def test_cifar10_gets_an_rgb_classifier_and_real_images_score_well(tmp_path, cifar_files_pass_their_checksums):
+def test_cifar10_gets_an_rgb_classifier_and_real_images_score_well(tmp_path, cifar_files_pass_their_checksums,
+                                                                   short_classifier_fit):
+    short_classifier_fit(30)  # a square per class, in its own place and channel: learnt in 25 steps
     write_cifar10(tmp_path, per_batch=40, n_test=50)
     ev = Evaluator(reference_data(OmegaConf.create({"_target_": "ganctl.data.load_cifar10", "root": str(tmp_path),
                                                     "download": False, "split": "train"})), "cpu")
@@ -184,7 +186,8 @@ def test_eval_last_and_bad_input_are_one_line(eval_run):
         assert len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.stderr
 
 
-def test_fit_classifier_cli_fits_once(tmp_path, data_root):
+def test_fit_classifier_cli_fits_once(tmp_path, data_root, short_classifier_fit):
+    short_classifier_fit(5)  # the CLI's fit and cache, not the classifier's quality
     args = ("fit-classifier", f"dataset.root={data_root}", "dataset.download=false", "device=cpu")
     first = run_ganctl(*args, "refit=true", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -193,9 +196,10 @@ def test_fit_classifier_cli_fits_once(tmp_path, data_root):
     assert again.returncode == 0 and "exists" in again.stdout
 
 
-def test_evaluation_leaves_training_untouched(make_cfg, tmp_path, monkeypatch):
+def test_evaluation_leaves_training_untouched(make_cfg, tmp_path, monkeypatch, short_classifier_fit):
     # The first run fits the classifier (its own init and dropout), the second reads the cache,
     # the third evaluates nothing: all three must train the same weights.
+    short_classifier_fit(5)
     monkeypatch.setenv("GANCTL_CACHE", str(tmp_path / "fresh_cache"))
     common = ["model=gan", "trainer.max_steps=3", "trainer.eval_n=100"]
     for name, every in (("fits", 1), ("cached", 1), ("off", "null")):
