@@ -9,9 +9,10 @@ from conftest import load_script
 
 def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    load_script("bench").main(["--data", str(data_root), "--device", "cpu", "--models", "cdcgan", "--losses", "bce,wgan_gp",
-                       "--batches", "4", "--steps", "1", "--warmup", "1", "--rounds", "2", "--matmul-size", "64",
-                       "--variant", "trainer.channels_last=true", "--out", str(out)])
+    load_script("bench").main(["--data", str(data_root), "--device", "cpu", "--models", "cdcgan",
+                               "--losses", "bce,wgan_gp", "--batches", "4", "--steps", "1", "--warmup", "1",
+                               "--rounds", "2", "--matmul-size", "64", "--variant", "trainer.channels_last=true",
+                               "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["device"].startswith("CPU") and result["torch"] and result["command"].startswith("python ")
     rows = result["rows"]

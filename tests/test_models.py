@@ -281,7 +281,8 @@ def test_spectral_norm_holds_every_discriminator_layer_at_unit_gain(make_cfg, mo
 
 def test_packed_discriminator_scores_each_pack_from_all_its_members():
     # eval: BatchNorm's running statistics, no mixing
-    D = dcgan.Discriminator(1, 28, ndf=64, norm="batch", per_sample_norm="layer", mbstd=False, spectral_norm=False, pack=2, cond="projection").eval()
+    D = dcgan.Discriminator(1, 28, ndf=64, norm="batch", per_sample_norm="layer", mbstd=False, spectral_norm=False,
+                            pack=2, cond="projection").eval()
     x = torch.randn(6, 1, 28, 28)
     out = D(x)
     assert out.shape == (3,)  # one logit per pack of two consecutive samples
@@ -361,6 +362,5 @@ def test_a_checkpoint_from_before_per_sample_norm_keeps_its_groupnorm_critic(mak
 
 def test_per_sample_norm_must_be_per_sample(make_cfg):
     cfg = make_cfg("model=dcgan", "model.D.per_sample_norm=batch")
-    from ganctl.errors import UserError
     with pytest.raises(UserError, match="per_sample_norm must be one of layer, instance, got 'batch'"):
         build_discriminator(cfg.model, {"img_channels": 1, "img_size": 28, "num_classes": 0}, per_sample=True)

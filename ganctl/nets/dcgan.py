@@ -115,8 +115,8 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, img_channels: int, img_size: int, num_classes: int = 0, *, ndf: int, norm: str,
-                 per_sample_norm: str, mbstd: bool, spectral_norm: bool, pack: int, cond: str, aux: bool = False, codes: int = 0,
-                 per_sample: bool = False, clipped: bool = False):
+                 per_sample_norm: str, mbstd: bool, spectral_norm: bool, pack: int, cond: str, aux: bool = False,
+                 codes: int = 0, per_sample: bool = False, clipped: bool = False):
         """per_sample: the loss penalises per-sample gradients, so nothing may mix the samples of a
         batch: norm=auto is then `per_sample_norm` (else BatchNorm), mbstd and pack are off.
         clipped: the loss clips the weights (no effect here)."""
