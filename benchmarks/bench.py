@@ -31,6 +31,7 @@ Writes a JSON file (--out) and prints a Markdown table; docs/benchmarks.md keeps
 import argparse
 import copy
 import datetime
+import functools
 import json
 import math
 import os
@@ -62,6 +63,12 @@ def sync(device):
 
 
 def compose_cfg(model: str, loss: str, batch: int, root: str, variant: list[str]):
+    """The training config of one row (a copy: composing costs ~0.2 s, and main asks twice)."""
+    return copy.deepcopy(_composed(model, loss, batch, root, tuple(variant)))
+
+
+@functools.cache
+def _composed(model: str, loss: str, batch: int, root: str, variant: tuple[str, ...]):
     with initialize_config_module("ganctl.conf", version_base="1.3"):
         return compose("train", overrides=[f"model={model}", f"loss={loss}", f"trainer.batch_size={batch}",
                                            f"dataset.root={root}", "dataset.download=false", *variant])
@@ -348,7 +355,8 @@ def main(argv=None):
     variants = [[]] + [v.split() for v in args.variant]
     n_max = args.matmul_size or (8192 if cuda else 2048)
     models, losses = args.models.split(","), args.losses.split(",")
-    dtypes = sorted({compute_dtype(compose_cfg(models[0], losses[0], batches[0], args.data, v)) for v in variants},
+    dtypes = sorted({compute_dtype(compose_cfg(models[0], losses[0], batches[0], args.data,
+                                                  [f"trainer.device={device}", *v])) for v in variants},
                     reverse=True)  # float32 first
     measured = {dtype: matmul_peak(device, getattr(torch, dtype), n_max, repeats=20 if cuda else 3) for dtype in dtypes}
     peaks = {dtype: flops for dtype, (flops, _) in measured.items()}

@@ -157,6 +157,21 @@ def image_folder(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _tiny_classifiers(data_root, _private_cache):
+    """The feature classifiers of the tiny MNIST and Fashion-MNIST, fitted once for the session
+    in 10 steps (enough for ten bars): the tests that evaluate on them check what is done with a
+    classifier; how well the shipped 100-step fit learns is tested on 600 images (test_eval)."""
+    from omegaconf import OmegaConf
+
+    from ganctl.build import reference_data
+    from ganctl.classifier import load_or_fit
+    for name in ("mnist", "fashion_mnist"):
+        dataset = OmegaConf.create({"_target_": f"ganctl.data.load_{name}", "root": str(data_root),
+                                    "download": False, "split": "train"})
+        load_or_fit(reference_data(dataset), "cpu", min_steps=10)
+
+
 _COMPOSED = {}  # overrides -> config: the suite composes the same configs many times, 0.15-0.3 s each
 
 
