@@ -2,14 +2,14 @@
 every generated image that reaches D, in D's update and in G's, is transformed at random, so D
 cannot memorise a small training set and G's gradients flow back through the transform.
 
-    D_seen = Augmented(D, policy=("color", "translation", "cutout"))
-    D_seen(x, y) == D(augment(x, policy), y)          # fresh random parameters per call and sample
+    D_seen = Augmented(D, policy=("color", "translation", "cutout"), ratios={"translation": 0.125, "cutout": 0.5})
+    D_seen(x, y) == D(augment(x, policy, ratios), y)  # fresh random parameters per call and sample
 
 With ADA (Karras et al. 2020) each op is applied to each sample with probability p, and p follows
 the overfitting signal r_t = E[sign(D(real))] toward a target:
 
     ada = AdaptiveP(target=0.6, interval=4, kimg=100, batch_size=128, device="cuda")
-    D_seen = Augmented(D, policy, p=ada.p)      # reads ada.p, which ada.observe() updates in place
+    D_seen = Augmented(D, policy, ratios, p=ada.p)  # reads ada.p, which ada.observe() updates in place
 
 Each op works on a batch in [-1, 1] (B, C, H, W), on its device, with parameters drawn per sample
 on that device: no host sync, no per-sample Python.
@@ -28,7 +28,7 @@ def color(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) * (torch.rand(B, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
 
 
-def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+def translation(x: torch.Tensor, ratio: float) -> torch.Tensor:
     """Shift each sample by up to ratio * side pixels along each axis, filling with zeros."""
     B, C, H, W = x.shape
     sh, sw = int(H * ratio + 0.5), int(W * ratio + 0.5)
@@ -41,7 +41,7 @@ def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
-def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+def cutout(x: torch.Tensor, ratio: float) -> torch.Tensor:
     """Zero one square of ratio * side per sample, centred anywhere in the image."""
     B, C, H, W = x.shape
     h, w = int(H * ratio + 0.5), int(W * ratio + 0.5)
@@ -56,11 +56,12 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 OPS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def augment(x: torch.Tensor, policy, p: torch.Tensor | None = None) -> torch.Tensor:
-    """Each op of `policy` in turn; with `p` (a 0-dim tensor) each sample takes each op with
-    probability p and is otherwise left as it was (p = 0: x itself)."""
+def augment(x: torch.Tensor, policy, ratios: dict, p: torch.Tensor | None = None) -> torch.Tensor:
+    """Each op of `policy` in turn, translation and cutout at their `ratios` ({op: ratio}); with
+    `p` (a 0-dim tensor) each sample takes each op with probability p and is otherwise left as it
+    was (p = 0: x itself)."""
     for name in policy:
-        y = OPS[name](x)
+        y = OPS[name](x) if name == "color" else OPS[name](x, ratios[name])
         if p is not None:
             y = torch.where(torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p, y, x)
         x = y
@@ -110,18 +111,19 @@ class Augmented(nn.Module):
     """D that sees augmented images: the loss calls it like D (and its features_of/head, for
     feature matching). It holds no weights of its own: D's state_dict and optimizer are unchanged."""
 
-    def __init__(self, D, policy, p: torch.Tensor | None = None):
+    def __init__(self, D, policy, ratios: dict, p: torch.Tensor | None = None):
         super().__init__()
         unknown = [name for name in policy if name not in OPS]
         if unknown or not policy:
             raise ValueError(f"augment.policy must name some of {', '.join(OPS)}, got {list(policy)}")
         self.D, self.policy, self.p = D, tuple(policy), p  # p: None = every op on every sample
+        self.ratios = dict(ratios)
 
     def forward(self, x, y=None):
-        return self.D(augment(x, self.policy, self.p), y)
+        return self.D(augment(x, self.policy, self.ratios, self.p), y)
 
     def features_of(self, x, y=None):
-        return _module(self.D).features_of(augment(x, self.policy, self.p), y)
+        return _module(self.D).features_of(augment(x, self.policy, self.ratios, self.p), y)
 
     def head(self, features, y=None):
         return _module(self.D).head(features, y)

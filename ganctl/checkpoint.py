@@ -118,6 +118,8 @@ ADDED_KEYS = [
     (("loss",), None, "r1_every", 1),
     ((), None, "augment", {"policy": [], "ada": None}),
     (("augment",), None, "ada", None),
+    (("augment",), None, "translation", 0.125),
+    (("augment",), None, "cutout", 0.5),
     (("dataset",), None, "limit", None),
     (("dataset",), "ganctl.data.load_folder", "cache", False),
 ]

@@ -240,6 +240,8 @@ class AdaConfig:
 @dataclass
 class AugmentConfig:
     policy: List[str] = MISSING
+    translation: float = MISSING
+    cutout: float = MISSING
     ada: Optional[AdaConfig] = MISSING
 
 

@@ -123,7 +123,8 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
            if cfg.augment.ada is not None else None)
     if cfg.augment.policy:
         p = ada.p if ada is not None else None
-        D_train, D_g = Augmented(D_train, cfg.augment.policy, p), Augmented(D_g, cfg.augment.policy, p)
+        ratios = {"translation": cfg.augment.translation, "cutout": cfg.augment.cutout}
+        D_train, D_g = Augmented(D_train, cfg.augment.policy, ratios, p), Augmented(D_g, cfg.augment.policy, ratios, p)
     step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,
                      batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
                      D_g=D_g, channels_last=tcfg.channels_last, cudagraphs=tcfg.compile == "reduce-overhead",

@@ -80,6 +80,8 @@ RANGES = [
     ("augment.ada.target", "in (-1, 1)", lambda v: -1 < v < 1),
     ("augment.ada.interval", ">= 1", lambda v: v >= 1),
     ("augment.ada.kimg", "> 0", lambda v: v > 0),
+    ("augment.translation", "in (0, 0.5]", lambda v: 0 < v <= 0.5),
+    ("augment.cutout", "in (0, 1]", lambda v: 0 < v <= 1),
     ("augment.policy", "a list of " + ", ".join(OPS), lambda v: all(p in OPS for p in v)),
     ("depth", ">= 1", lambda v: v >= 1),  # ganctl summary
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),

@@ -11,34 +11,38 @@ from ganctl.losses import BCE
 from ganctl.models import build_step
 from ganctl.train import train
 
+RATIOS = {"translation": 0.125, "cutout": 0.5}  # DiffAugment's: shifts of up to 1/8 of a side, squares of 1/2
+
 
 @pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_op_keeps_shape_and_dtype_and_passes_gradients(op, dtype):
     x = torch.randn(6, 3, 16, 16, dtype=dtype, requires_grad=True)
-    out = OPS[op](x)
+    out = augment(x, [op], RATIOS)
     assert out.shape == x.shape and out.dtype == dtype
     assert not torch.equal(out.detach(), x.detach())  # it did something
     out.float().square().sum().backward()
     assert torch.isfinite(x.grad.float()).all() and x.grad.abs().sum() > 0
 
 
-def test_translation_shifts_each_sample_as_a_whole():
-    x = torch.zeros(32, 1, 16, 16)
+@pytest.mark.parametrize("ratio,most", [(0.125, 2), (0.25, 4)])  # of 16 px
+def test_translation_shifts_each_sample_as_a_whole_by_up_to_its_ratio(ratio, most):
+    x = torch.zeros(256, 1, 16, 16)
     x[:, 0, 8, 8] = 1.0  # one lit pixel per sample
-    out = translation(x)
+    out = translation(x, ratio)
     where = out[:, 0].flatten(1).argmax(1)
     dy, dx = where // 16 - 8, where % 16 - 8
     assert (out.flatten(1).sum(1) == 1).all()  # moved, not lost or smeared
-    assert dy.abs().max() <= 2 and dx.abs().max() <= 2 and len(set(zip(dy.tolist(), dx.tolist()))) > 1
+    assert dy.abs().max() == most and dx.abs().max() == most and len(set(zip(dy.tolist(), dx.tolist()))) > 1
 
 
-def test_cutout_zeroes_one_square_per_sample_and_keeps_the_rest():
-    x = torch.ones(64, 2, 16, 16)
-    out = cutout(x)
+@pytest.mark.parametrize("ratio,side", [(0.5, 9), (0.25, 5)])  # of 16 px: 8 and 4 px squares (+1, centred)
+def test_cutout_zeroes_one_square_per_sample_and_keeps_the_rest(ratio, side):
+    x = torch.ones(256, 2, 16, 16)
+    out = cutout(x, ratio)
     kept = out[:, 0].flatten(1).sum(1)
     assert torch.equal(out[:, 0], out[:, 1])  # the same square in every channel
-    assert (kept >= 256 - 9 * 9).all() and (kept < 256).all()  # at most the 8(+1) px square
+    assert kept.min() == 256 - side * side and (kept < 256).all()  # a whole square inside, never more
     assert set(out.unique().tolist()) == {0.0, 1.0}
 
 
@@ -66,7 +70,7 @@ class Recorder(nn.Module):
 
 def test_real_and_fake_reach_d_through_the_transforms_and_g_learns_through_them():
     D = Recorder()
-    seen_by_D = Augmented(D, ["translation", "cutout"])
+    seen_by_D = Augmented(D, ["translation", "cutout"], RATIOS)
     loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, r1=0.0, r1_every=1, saturating=False)
     real = torch.ones(8, 1, 16, 16)
     fake = torch.full((8, 1, 16, 16), 0.5, requires_grad=True)
@@ -80,7 +84,7 @@ def test_real_and_fake_reach_d_through_the_transforms_and_g_learns_through_them(
 
 def test_an_unknown_op_is_refused():
     with pytest.raises(ValueError, match="augment.policy"):
-        Augmented(Recorder(), ["rotate"])
+        Augmented(Recorder(), ["rotate"], RATIOS)
 
 
 def test_augment_none_leaves_d_as_it_is_and_diffaug_wraps_both_updates(make_cfg):
@@ -94,6 +98,11 @@ def test_augment_none_leaves_d_as_it_is_and_diffaug_wraps_both_updates(make_cfg)
                                         r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
     assert isinstance(step.D_train, Augmented) and isinstance(step.D_g, Augmented)
     assert step.D_train.policy == ("color", "translation", "cutout") and step.D_train.D is step.D
+    assert step.D_train.ratios == step.D_g.ratios == {"translation": cfg.augment.translation, "cutout": cfg.augment.cutout}
+    milder = make_cfg("model=cdcgan", "augment=diffaug", "augment.translation=0.0625", "augment.cutout=0.25")
+    step, _ = build_step(milder, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
+                                           r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
+    assert step.D_train.ratios == step.D_g.ratios == {"translation": 0.0625, "cutout": 0.25}
     assert sum(p.numel() for p in step.D_train.parameters()) == sum(p.numel() for p in step.D.parameters())
 
 
@@ -105,7 +114,7 @@ def test_diffaug_trains(make_cfg, tmp_path, option):
 
 def test_real_and_fake_draw_from_the_same_distribution_of_transforms():
     D = Recorder()
-    seen_by_D = Augmented(D, ["color", "translation", "cutout"])
+    seen_by_D = Augmented(D, ["color", "translation", "cutout"], RATIOS)
     torch.manual_seed(0)
     batch = torch.rand(1, 1, 16, 16).expand(512, 1, 16, 16) * 2 - 1  # one image, 512 times
     loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, r1=0.0, r1_every=1, saturating=False)
@@ -119,8 +128,8 @@ def test_real_and_fake_draw_from_the_same_distribution_of_transforms():
 
 def test_ada_applies_each_op_with_probability_p():
     x = torch.rand(4000, 1, 8, 8) * 2 - 1
-    assert torch.equal(augment(x, ["color", "cutout"], torch.tensor(0.0)), x)  # p = 0: nothing moves
-    changed = lambda p: (augment(x, ["cutout"], torch.tensor(p)) != x).flatten(1).any(1).float().mean()
+    assert torch.equal(augment(x, ["color", "cutout"], RATIOS, torch.tensor(0.0)), x)  # p = 0: nothing moves
+    changed = lambda p: (augment(x, ["cutout"], RATIOS, torch.tensor(p)) != x).flatten(1).any(1).float().mean()
     assert changed(1.0) == 1.0 and abs(changed(0.3) - 0.3) < 0.03
 
 
@@ -169,3 +178,13 @@ def test_a_crafted_ada_state_is_refused(make_cfg, tmp_path):
     torch.save(state, tmp_path / "crafted.pt")
     with pytest.raises(UserError, match="augment is not ADA's saved state"):
         load_checkpoint(tmp_path / "crafted.pt")
+
+
+def test_a_checkpoint_from_before_the_strengths_keeps_the_fixed_ones_it_trained_with(make_cfg):
+    from omegaconf import OmegaConf
+
+    from ganctl.checkpoint import add_missing_keys
+    cfg = OmegaConf.to_container(make_cfg("augment=diffaug", "augment.translation=0.25", "augment.cutout=0.25"))
+    del cfg["augment"]["translation"], cfg["augment"]["cutout"]
+    add_missing_keys(cfg)
+    assert {k: cfg["augment"][k] for k in RATIOS} == RATIOS  # the ops' only strengths until the keys came

@@ -184,6 +184,9 @@ def test_broken_dataset_files_are_one_line(tmp_path, ganctl, case, says):
     (["dataset=folder", "dataset.root=x", "dataset.channels=2"], ["dataset.channels=2", "1 (grey) or 3 (RGB)"]),
     (["model=cdcgan", "model.G.cond=add"], ["model.G.cond=add", "one of concat, multiply"]),
     (["model=cdcgan", "model.D.cond=input"], ["model.D.cond=input", "one of projection, channel"]),
+    (["augment=diffaug", "augment.policy=[rotate]"], ["augment.policy=['rotate']", "color, translation, cutout"]),
+    (["augment=diffaug", "augment.cutout=0"], ["augment.cutout=0.0", "in (0, 1]"]),
+    (["augment=diffaug", "augment.translation=0.75"], ["augment.translation=0.75", "in (0, 0.5]"]),
 ])
 def test_more_bad_values_are_refused_before_anything_is_written(tmp_path, ganctl, args, says):
     one_line_error(*ganctl("train", *args, cwd=tmp_path)[::2], *says)
