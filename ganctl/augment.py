@@ -57,11 +57,11 @@ OPS = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def augment(x: torch.Tensor, policy, ratios: dict, p: torch.Tensor | None = None) -> torch.Tensor:
-    """Each op of `policy` in turn, translation and cutout at their `ratios` ({op: ratio}); with
+    """Each op of `policy` in turn, those with a strength (translation, cutout) at `ratios[op]`; with
     `p` (a 0-dim tensor) each sample takes each op with probability p and is otherwise left as it
     was (p = 0: x itself)."""
     for name in policy:
-        y = OPS[name](x) if name == "color" else OPS[name](x, ratios[name])
+        y = OPS[name](x, ratios[name]) if name in ratios else OPS[name](x)
         if p is not None:
             y = torch.where(torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p, y, x)
         x = y

@@ -54,6 +54,14 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
 
 
+def dataset_cfg(root, name: str = "mnist"):
+    """The dataset config of torchvision's `name` (mnist, fashion_mnist, cifar10) under `root`, its
+    training split, nothing downloaded: what reference_data and the Evaluator take."""
+    from omegaconf import OmegaConf
+    return OmegaConf.create({"_target_": f"ganctl.data.load_{name}", "root": str(root), "download": False,
+                             "split": "train"})
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """IDX format: magic (0, 0, type 0x08 = ubyte, ndim), big-endian int32 dims, then the bytes."""
     with open(path, "wb") as f:
@@ -162,14 +170,10 @@ def _tiny_classifiers(data_root, _private_cache):
     """The feature classifiers of the tiny MNIST and Fashion-MNIST, fitted once for the session
     in 10 steps (enough for ten bars): the tests that evaluate on them check what is done with a
     classifier; how well the shipped 100-step fit learns is tested on 600 images (test_eval)."""
-    from omegaconf import OmegaConf
-
     from ganctl.build import reference_data
     from ganctl.classifier import load_or_fit
     for name in ("mnist", "fashion_mnist"):
-        dataset = OmegaConf.create({"_target_": f"ganctl.data.load_{name}", "root": str(data_root),
-                                    "download": False, "split": "train"})
-        load_or_fit(reference_data(dataset), "cpu", min_steps=10)
+        load_or_fit(reference_data(dataset_cfg(data_root, name)), "cpu", min_steps=10)
 
 
 _COMPOSED = {}  # overrides -> config: the suite composes the same configs many times, 0.15-0.3 s each

@@ -98,7 +98,8 @@ def test_augment_none_leaves_d_as_it_is_and_diffaug_wraps_both_updates(make_cfg)
                                         r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
     assert isinstance(step.D_train, Augmented) and isinstance(step.D_g, Augmented)
     assert step.D_train.policy == ("color", "translation", "cutout") and step.D_train.D is step.D
-    assert step.D_train.ratios == step.D_g.ratios == {"translation": cfg.augment.translation, "cutout": cfg.augment.cutout}
+    from_cfg = {"translation": cfg.augment.translation, "cutout": cfg.augment.cutout}
+    assert step.D_train.ratios == step.D_g.ratios == from_cfg
     milder = make_cfg("model=cdcgan", "augment=diffaug", "augment.translation=0.0625", "augment.cutout=0.25")
     step, _ = build_step(milder, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
                                            r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))

@@ -7,22 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, run_ganctl, write_cifar10, write_mnist
+from conftest import REPO, dataset_cfg, run_ganctl, write_cifar10, write_mnist
 from ganctl.checkpoint import load_checkpoint
 from ganctl.build import reference_data
 from ganctl.classifier import classifier_path, load_or_fit
 from ganctl.data import to_float
 from ganctl.evaluator import Evaluator
 from ganctl.train import train
-
-
-def mnist_cfg(root):
-    return OmegaConf.create({"_target_": "ganctl.data.load_mnist", "root": str(root),
-                             "download": False, "split": "train"})
 
 
 class ReplayG(torch.nn.Module):
@@ -62,7 +56,7 @@ def bigger_mnist(tmp_path_factory):
 
 
 def test_classifier_learns_the_classes_and_is_cached_under_a_data_key(bigger_mnist, tmp_path):
-    ref = reference_data(mnist_cfg(bigger_mnist))
+    ref = reference_data(dataset_cfg(bigger_mnist))
     assert ref.num_classes == 10 and ref.train_x.dtype == torch.uint8
     clf, acc = load_or_fit(ref, "cpu")
     assert acc > 0.95  # ten bar positions: an easy task the classifier must not get wrong
@@ -70,12 +64,12 @@ def test_classifier_learns_the_classes_and_is_cached_under_a_data_key(bigger_mni
     stamp = path.stat().st_mtime_ns
     clf2, acc2 = load_or_fit(ref, "cpu")  # cached: not fitted again
     assert path.stat().st_mtime_ns == stamp and acc2 == acc
-    other = reference_data(mnist_cfg(write_mnist(tmp_path, n_train=100, n_test=20)))
+    other = reference_data(dataset_cfg(write_mnist(tmp_path, n_train=100, n_test=20)))
     assert other.key != ref.key  # different pixels, different cache entry
 
 
 def test_real_images_score_near_the_floor_and_a_constant_scores_badly(bigger_mnist):
-    ev = Evaluator(reference_data(mnist_cfg(bigger_mnist)), "cpu")
+    ev = Evaluator(reference_data(dataset_cfg(bigger_mnist)), "cpu")
     ref = ev.ref
     real = ev.evaluate(ReplayG(ref.train_x, ref.train_y), 10, 8, "normal", n=300, full=True)["metrics"]
     const = ev.evaluate(ConstantG(ref.train_x[0]), 0, 8, "normal", n=300, full=True)["metrics"]
@@ -96,8 +90,7 @@ def test_cifar10_gets_an_rgb_classifier_and_real_images_score_well(tmp_path, cif
                                                                    short_classifier_fit):
     short_classifier_fit(30)  # a square per class, in its own place and channel: learnt in 25 steps
     write_cifar10(tmp_path, per_batch=40, n_test=50)
-    ev = Evaluator(reference_data(OmegaConf.create({"_target_": "ganctl.data.load_cifar10", "root": str(tmp_path),
-                                                    "download": False, "split": "train"})), "cpu")
+    ev = Evaluator(reference_data(dataset_cfg(tmp_path, "cifar10")), "cpu")
     assert ev.ref.train_x.shape[1:] == (3, 32, 32) and ev.ref.key.startswith("cifar10-3x32x32-")
     real = ev.evaluate(ReplayG(ev.ref.train_x, ev.ref.train_y), 10, 8, "normal", n=100)["metrics"]
     assert real["label_acc"]["value"] > 0.9  # a square per class, in its own place and channel
@@ -226,11 +219,8 @@ def test_the_shipped_classifier_is_the_recorded_file(tmp_path):
 
 @pytest.mark.skipif(not (REAL_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file(), reason="no real MNIST")
 def test_real_mnist_gets_the_shipped_classifier_without_a_fit(monkeypatch):
-    from omegaconf import OmegaConf
-
     from ganctl import classifier
-    ref = reference_data(OmegaConf.create({"_target_": "ganctl.data.load_mnist", "root": str(REAL_DATA),
-                                           "download": False, "split": "train"}))
+    ref = reference_data(dataset_cfg(REAL_DATA))
     monkeypatch.setattr(classifier, "fit", lambda *a, **k: pytest.fail("fitted although one ships"))
     clf, acc = load_or_fit(ref, "cpu")
     assert acc == classifier.SHIPPED["mnist"]["test_acc"]
