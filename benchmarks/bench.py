@@ -183,7 +183,8 @@ def matmul_peak(device, dtype, n_max: int, repeats: int) -> tuple[float, int]:
         n = min(256, n_max)
         while True:
             a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-            first = seconds(a, b)  # also the warm-up
+            seconds(a, b)  # warm-up: a dtype's first CUDA matmul also loads its kernels (~0.1 s)
+            first = seconds(a, b)
             if n >= n_max or 8 * first > 0.5:
                 break
             n *= 2
@@ -272,25 +273,43 @@ def measure(model, loss, batch, args, device, variants, peaks: dict) -> list[dic
     drift of the machine hits all alike."""
     cfgs = [compose_cfg(model, loss, batch, args.data, [f"trainer.device={device}", *v]) for v in variants]
     data = load_mnist(args.data, download=False, split="train", device=device)
-    loops = {"reference": reference_step(cfgs[0], device, args.data)[0]}
+    reference, n_critic = reference_step(cfgs[0], device, args.data)
+    loops = {"reference": reference}
+    failed = {}  # variant index -> the error that stopped it: the other rows still get measured
     for i, cfg in enumerate(cfgs):
-        loops[i], n_critic = ganctl_step(cfg, device, data)
+        try:
+            loops[i] = ganctl_step(cfg, device, data)[0]
+        except Exception as e:
+            failed[i] = one_line(e)
     timers = {name: Timer(device, args.warmup, args.steps, args.round_s) for name in loops}
     seconds, peak = {name: [] for name in loops}, dict.fromkeys(loops, 0)
     cuda = device.type == "cuda"
     for _ in range(args.rounds):
         for name, fn in loops.items():
+            if name in failed:
+                continue
             # As each loop runs it: ganctl train as its config says, the tutorials leave it off.
             torch.backends.cudnn.benchmark = (name != "reference"
                                               and cudnn_autotuner(device, cfgs[name].trainer.deterministic))
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
-            seconds[name].append(timers[name](fn))
+            try:
+                seconds[name].append(timers[name](fn))
+            except Exception as e:
+                if name == "reference":
+                    raise
+                failed[name] = one_line(e)
+                continue
             if cuda:  # all that is allocated while this loop steps: every loop's weights, MNIST on the device
                 peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
     ref, images = statistics.median(seconds["reference"]), n_critic * batch
     rows = []
     for i, (cfg, variant) in enumerate(zip(cfgs, variants)):
+        if i in failed:
+            print(f"{model} {loss} batch {batch} {' '.join(variant) or '-'}: failed: {failed[i]}", flush=True)
+            rows.append({"model": model, "loss": loss, "batch": batch, "variant": " ".join(variant),
+                         "error": failed[i]})
+            continue
         ours = statistics.median(seconds[i])
         flops = step_flops(cfg, device, data)
         dtype = compute_dtype(cfg)
@@ -309,11 +328,20 @@ def measure(model, loss, batch, args, device, variants, peaks: dict) -> list[dic
     return rows
 
 
+def one_line(e: Exception) -> str:
+    """An exception as its type and the first line of its message (inductor's run to dozens)."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+
+
 def markdown(rows) -> str:
     head = ("| model | loss | batch | variant | ganctl ms/step | reference ms/step | ganctl img/s | "
             "epoch s (ganctl / ref) | speedup | ganctl TFLOP/s (of matmul peak) | peak MiB (ganctl / ref) |")
     lines = [head, "|" + " --- |" * 11]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['loss']} | {r['batch']} | {r['variant'] or '-'} | failed: "
+                         f"{r['error'].replace('|', '/')} |" + " |" * 6)
+            continue
         memory = r.get("peak_memory_mib")
         memory = f"{memory['ganctl']:.0f} / {memory['reference']:.0f}" if memory else "-"
         lines.append(f"| {r['model']} | {r['loss']} | {r['batch']} | {r['variant'] or '-'} | "
@@ -375,6 +403,8 @@ def main(argv=None):
             for loss in losses:
                 for row in measure(model, loss, batch, args, device, variants, peaks):
                     result["rows"].append(row)
+                    if "error" in row:
+                        continue
                     print(f"{model:7s} {loss:8s} batch {batch:5d} {row['variant'] or '-':28s} "
                           f"ganctl {row['ganctl_ms_per_step']:8.1f} ms  reference {row['reference_ms_per_step']:8.1f} ms  "
                           f"speedup {row['speedup']:.2f}x  {row['ganctl_tflops']:.3g} TFLOP/s", flush=True)

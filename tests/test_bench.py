@@ -34,6 +34,33 @@ def test_bench_writes_a_row_per_model_loss_batch_and_variant(data_root, tmp_path
     assert "| cdcgan | wgan_gp | 4 |" in capsys.readouterr().out
 
 
+def test_a_variant_that_fails_is_reported_and_the_other_rows_still_measured(data_root, tmp_path, monkeypatch, capsys):
+    """A compiled step can break inside torch (inductor's stride check on CUDA, docs/benchmarks.md):
+    that row says why, and the model's other rows are still timed and written."""
+    bench, out = load_script("bench"), tmp_path / "bench.json"
+    real_step = bench.ganctl_step
+
+    def breaks_at_seed_7(cfg, device, data):
+        run, n_critic = real_step(cfg, device, data)
+        if cfg.trainer.seed != 7:
+            return run, n_critic
+
+        def broken():
+            raise AssertionError("expected size 16==16, stride 196==1 at dim=1\nError in op: convolution_backward")
+        return broken, n_critic
+    monkeypatch.setattr(bench, "ganctl_step", breaks_at_seed_7)
+    bench.main(["--data", str(data_root), "--device", "cpu", "--models", "gan", "--losses", "bce", "--batches", "8",
+                "--steps", "1", "--warmup", "1", "--rounds", "2", "--matmul-size", "64",
+                "--variant", "trainer.seed=7", "--variant", "trainer.channels_last=true", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["", "trainer.seed=7", "trainer.channels_last=true"]
+    assert rows[1] == {"model": "gan", "loss": "bce", "batch": 8, "variant": "trainer.seed=7",
+                       "error": "AssertionError: expected size 16==16, stride 196==1 at dim=1"}
+    assert rows[0]["ganctl_ms_per_step"] > 0 and len(rows[2]["rounds_ms"]["ganctl"]) == 2
+    printed = capsys.readouterr().out
+    assert "| gan | bce | 8 | trainer.seed=7 | failed: AssertionError: expected size 16==16" in printed
+
+
 def test_a_time_budget_times_fewer_steps_where_steps_are_slow(data_root, tmp_path):
     bench, out = load_script("bench"), tmp_path / "bench.json"
     common = ["--data", str(data_root), "--device", "cpu", "--models", "gan", "--losses", "bce", "--batches", "16",
