@@ -4,10 +4,11 @@
 #
 #     bash benchmarks/device.sh check bench     # equivalence tests on CUDA, then the benchmark
 #     bash benchmarks/device.sh e2e             # cdcgan for 2 epochs, plain and fast, and their evals
+#     bash benchmarks/device.sh folder          # issue 27: MNIST as a 64 px RGB folder, model=resnet
 #
-# (two calls, each under the device's 10-minute limit; no argument runs all three). Files go to
-# $OUT: device-<stages>.log (all that is printed), bench-dcgan.json, bench-cdcgan.json,
-# eval-plain.json, eval-fast.json. Each step has its own time limit, so one that runs long costs
+# (each call under the device's 10-minute limit; no argument runs check, bench and e2e). Files go
+# to $OUT: device-<stages>.log (all that is printed), bench-dcgan.json, bench-cdcgan.json,
+# eval-plain.json, eval-fast.json, eval-resnet64.json, resnet64-samples.png. Each step has its own time limit, so one that runs long costs
 # only itself.
 set -uo pipefail
 STAGES=${*:-check bench e2e}
@@ -18,6 +19,7 @@ export PYTHONUNBUFFERED=1 GANCTL_CACHE=/tmp/ganctl-cache GANCTL_DATA=/tmp/mnist
 # A dry run on a CPU shrinks these: BENCH="--batches 32 --steps 2 --warmup 1" E2E=trainer.max_steps=20
 BENCH=${BENCH:-"--batches 128,1024 --rounds 2"}
 E2E=${E2E:-trainer.epochs=2}
+FOLDER=${FOLDER:-trainer.max_steps=3000}  # the folder stage's run length
 FAST="trainer.channels_last=true optimizer.fused=true"
 FASTEST="trainer.precision=bf16 $FAST trainer.compile=reduce-overhead"
 say() { echo; echo "== $1 ($(date +%T))"; }
@@ -58,4 +60,17 @@ if [[ " $STAGES " == *" e2e "* ]]; then
         timeout 60 ganctl eval ckpt=/tmp/e2e-$run which=last n=10000 && cp /tmp/e2e-$run/eval.json "$OUT/eval-$run.json"
     done
 fi
+if [[ " $STAGES " == *" folder "* ]]; then
+    say "64 px: a 6,000-image MNIST folder, its data path against the resnet step, then a resnet run and its eval"
+    [ -d /tmp/mnist64 ] || timeout 120 python3 benchmarks/mnist_folder.py /tmp/mnist64 --size 64 --n 6000
+    timeout 90 python3 benchmarks/data_path.py /tmp/mnist64 --size 64 --batch 64 --steps 20
+    start=$EPOCHREALTIME
+    timeout 300 ganctl train model=resnet loss=hinge dataset=folder dataset.root=/tmp/mnist64 dataset.img_size=64 \
+        trainer.batch_size=64 $FOLDER trainer.progress=false hydra.run.dir=/tmp/resnet64
+    python3 -c "print('resnet64: %.1f s from the command to its exit' % ($EPOCHREALTIME - $start))"
+    cp /tmp/resnet64/eval.jsonl "$OUT/resnet64-quick-evals.jsonl"
+    cp "$(ls -v /tmp/resnet64/samples/*.png | tail -1)" "$OUT/resnet64-samples.png"
+    timeout 90 ganctl eval ckpt=/tmp/resnet64 which=last n=3000 && cp /tmp/resnet64/eval.json "$OUT/eval-resnet64.json"
+fi
+
 say done
