@@ -120,6 +120,7 @@ ADDED_KEYS = [
     (("augment",), None, "ada", None),
     (("augment",), None, "translation", 0.125),
     (("augment",), None, "cutout", 0.5),
+    (("augment",), None, "p", 1.0),
     (("dataset",), None, "limit", None),
     (("dataset",), "ganctl.data.load_folder", "cache", False),
 ]

@@ -242,6 +242,7 @@ class AugmentConfig:
     policy: List[str] = MISSING
     translation: float = MISSING
     cutout: float = MISSING
+    p: float = MISSING
     ada: Optional[AdaConfig] = MISSING
 
 

@@ -122,7 +122,7 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     ada = (AdaptiveP(**cfg.augment.ada, batch_size=tcfg.batch_size, device=device, world_size=W)
            if cfg.augment.ada is not None else None)
     if cfg.augment.policy:
-        p = ada.p if ada is not None else None
+        p = ada.p if ada is not None else None if cfg.augment.p == 1 else torch.tensor(cfg.augment.p, device=device)
         ratios = {"translation": cfg.augment.translation, "cutout": cfg.augment.cutout}
         D_train, D_g = Augmented(D_train, cfg.augment.policy, ratios, p), Augmented(D_g, cfg.augment.policy, ratios, p)
     step = TrainStep(G, D, opt_G, opt_D, loss, z_dim=cfg.model.z_dim, noise=tcfg.noise,

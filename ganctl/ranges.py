@@ -82,6 +82,7 @@ RANGES = [
     ("augment.ada.kimg", "> 0", lambda v: v > 0),
     ("augment.translation", "in (0, 0.5]", lambda v: 0 < v <= 0.5),
     ("augment.cutout", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("augment.p", "in (0, 1]", lambda v: 0 < v <= 1),
     ("augment.policy", "a list of " + ", ".join(OPS), lambda v: all(p in OPS for p in v)),
     ("depth", ">= 1", lambda v: v >= 1),  # ganctl summary
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
@@ -98,4 +99,7 @@ def range_errors(cfg) -> list[str]:
             parent = parent.get(part) if hasattr(parent, "get") else None
         if hasattr(parent, "get") and leaf in parent and not ok(parent[leaf]):
             errors.append(f"{key}={parent[leaf]}: must be {allowed}")
+    augment = cfg.get("augment") if hasattr(cfg, "get") else None
+    if hasattr(augment, "get") and augment.get("ada") is not None and augment.get("p", 1.0) != 1.0:
+        errors.append(f"augment.p={augment['p']}: must be 1 under augment=ada, which sets p itself")
     return errors

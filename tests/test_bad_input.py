@@ -187,6 +187,8 @@ def test_broken_dataset_files_are_one_line(tmp_path, ganctl, case, says):
     (["augment=diffaug", "augment.policy=[rotate]"], ["augment.policy=['rotate']", "color, translation, cutout"]),
     (["augment=diffaug", "augment.cutout=0"], ["augment.cutout=0.0", "in (0, 1]"]),
     (["augment=diffaug", "augment.translation=0.75"], ["augment.translation=0.75", "in (0, 0.5]"]),
+    (["augment=diffaug", "augment.p=0"], ["augment.p=0.0", "in (0, 1]"]),
+    (["augment=ada", "augment.p=0.5"], ["augment.p=0.5", "must be 1 under augment=ada"]),
 ])
 def test_more_bad_values_are_refused_before_anything_is_written(tmp_path, ganctl, args, says):
     one_line_error(*ganctl("train", *args, cwd=tmp_path)[::2], *says)
