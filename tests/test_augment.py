@@ -104,11 +104,11 @@ def test_augment_none_leaves_d_as_it_is_and_diffaug_wraps_both_updates(make_cfg)
     step, _ = build_step(milder, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
                                            r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
     assert step.D_train.ratios == step.D_g.ratios == {"translation": 0.0625, "cutout": 0.25}
-    assert step.D_train.p is None  # augment.p=1: every op on every image, no draw
-    sometimes = make_cfg("model=cdcgan", "augment=diffaug", "augment.p=0.25")
-    step, _ = build_step(sometimes, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
-                                              r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
-    assert step.D_train.p is step.D_g.p and step.D_train.p.item() == 0.25  # one fixed p for both updates
+    assert step.D_train.p is step.D_g.p and step.D_train.p.item() == pytest.approx(cfg.augment.p)  # one p for both
+    always = make_cfg("model=cdcgan", "augment=diffaug", "augment.p=1")
+    step, _ = build_step(always, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
+                                           r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
+    assert step.D_train.p is None and step.D_g.p is None  # p=1: every op on every image, nothing drawn
     assert sum(p.numel() for p in step.D_train.parameters()) == sum(p.numel() for p in step.D.parameters())
 
 
