@@ -306,7 +306,6 @@ def measure(model, loss, batch, args, device, variants, peaks: dict) -> list[dic
     rows = []
     for i, (cfg, variant) in enumerate(zip(cfgs, variants)):
         if i in failed:
-            print(f"{model} {loss} batch {batch} {' '.join(variant) or '-'}: failed: {failed[i]}", flush=True)
             rows.append({"model": model, "loss": loss, "batch": batch, "variant": " ".join(variant),
                          "error": failed[i]})
             continue
@@ -403,10 +402,11 @@ def main(argv=None):
             for loss in losses:
                 for row in measure(model, loss, batch, args, device, variants, peaks):
                     result["rows"].append(row)
+                    label = f"{model:7s} {loss:8s} batch {batch:5d} {row['variant'] or '-':28s}"
                     if "error" in row:
+                        print(f"{label} failed: {row['error']}", flush=True)
                         continue
-                    print(f"{model:7s} {loss:8s} batch {batch:5d} {row['variant'] or '-':28s} "
-                          f"ganctl {row['ganctl_ms_per_step']:8.1f} ms  reference {row['reference_ms_per_step']:8.1f} ms  "
+                    print(f"{label} ganctl {row['ganctl_ms_per_step']:8.1f} ms  reference {row['reference_ms_per_step']:8.1f} ms  "
                           f"speedup {row['speedup']:.2f}x  {row['ganctl_tflops']:.3g} TFLOP/s", flush=True)
                 out.write_text(json.dumps(result, indent=1) + "\n")  # after each group: a timeout keeps the rest
     print(f"\n{name}, torch {torch.__version__}, {result['date']}\n\n{markdown(result['rows'])}\n\nwrote {out}")

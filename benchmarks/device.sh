@@ -8,8 +8,8 @@
 #
 # (each call under the device's 10-minute limit; no argument runs check, bench and e2e). Files go
 # to $OUT: device-<stages>.log (all that is printed), bench-dcgan.json, bench-cdcgan.json,
-# eval-plain.json, eval-fast.json, eval-resnet64.json, resnet64-samples.png. Each step has its own time limit, so one that runs long costs
-# only itself.
+# eval-plain.json, eval-fast.json, eval-resnet64.json, resnet64-quick-evals.jsonl,
+# resnet64-samples.png. Each step has its own time limit, so one that runs long costs only itself.
 set -uo pipefail
 STAGES=${*:-check bench e2e}
 OUT=${OUT:-benchmarks/results/device}
