@@ -8,10 +8,15 @@ from ganctl.augment import OPS, AdaptiveP, Augmented, augment, color, cutout, tr
 from ganctl.checkpoint import load_checkpoint
 from ganctl.errors import UserError
 from ganctl.losses import BCE
-from ganctl.models import build_step
+from ganctl.models import build_loss, build_step
 from ganctl.train import train
 
 RATIOS = {"translation": 0.125, "cutout": 0.5}  # DiffAugment's: shifts of up to 1/8 of a side, squares of 1/2
+
+
+def plain_bce():
+    """BCE with every option off: what the op tests push images through."""
+    return BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, r1=0.0, r1_every=1, saturating=False)
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
@@ -71,7 +76,7 @@ class Recorder(nn.Module):
 def test_real_and_fake_reach_d_through_the_transforms_and_g_learns_through_them():
     D = Recorder()
     seen_by_D = Augmented(D, ["translation", "cutout"], RATIOS)
-    loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, r1=0.0, r1_every=1, saturating=False)
+    loss = plain_bce()
     real = torch.ones(8, 1, 16, 16)
     fake = torch.full((8, 1, 16, 16), 0.5, requires_grad=True)
     loss.d_loss(seen_by_D, real, fake.detach())
@@ -90,24 +95,20 @@ def test_an_unknown_op_is_refused():
 def test_augment_none_leaves_d_as_it_is_and_diffaug_wraps_both_updates(make_cfg):
     info = {"img_channels": 1, "img_size": 28, "num_classes": 10}
     plain = make_cfg("model=cdcgan")
-    step, _ = build_step(plain, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
-                                          r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
+    step, _ = build_step(plain, info, build_loss(plain, info["num_classes"]), torch.device("cpu"))
     assert step.D_train is step.D and step.D_g is step.D
     cfg = make_cfg("model=cdcgan", "augment=diffaug")
-    step, _ = build_step(cfg, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
-                                        r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
+    step, _ = build_step(cfg, info, build_loss(cfg, info["num_classes"]), torch.device("cpu"))
     assert isinstance(step.D_train, Augmented) and isinstance(step.D_g, Augmented)
     assert step.D_train.policy == ("color", "translation", "cutout") and step.D_train.D is step.D
     from_cfg = {"translation": cfg.augment.translation, "cutout": cfg.augment.cutout}
     assert step.D_train.ratios == step.D_g.ratios == from_cfg
     milder = make_cfg("model=cdcgan", "augment=diffaug", "augment.translation=0.0625", "augment.cutout=0.25")
-    step, _ = build_step(milder, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
-                                           r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
+    step, _ = build_step(milder, info, build_loss(milder, info["num_classes"]), torch.device("cpu"))
     assert step.D_train.ratios == step.D_g.ratios == {"translation": 0.0625, "cutout": 0.25}
     assert step.D_train.p is step.D_g.p and step.D_train.p.item() == pytest.approx(cfg.augment.p)  # one p for both
     always = make_cfg("model=cdcgan", "augment=diffaug", "augment.p=1")
-    step, _ = build_step(always, info, BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0,
-                                           r1=0.0, r1_every=1, saturating=False), torch.device("cpu"))
+    step, _ = build_step(always, info, build_loss(always, info["num_classes"]), torch.device("cpu"))
     assert step.D_train.p is None and step.D_g.p is None  # p=1: every op on every image, nothing drawn
     assert sum(p.numel() for p in step.D_train.parameters()) == sum(p.numel() for p in step.D.parameters())
 
@@ -123,7 +124,7 @@ def test_real_and_fake_draw_from_the_same_distribution_of_transforms():
     seen_by_D = Augmented(D, ["color", "translation", "cutout"], RATIOS)
     torch.manual_seed(0)
     batch = torch.rand(1, 1, 16, 16).expand(512, 1, 16, 16) * 2 - 1  # one image, 512 times
-    loss = BCE(n_critic=1, label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, r1=0.0, r1_every=1, saturating=False)
+    loss = plain_bce()
     loss.d_loss(seen_by_D, batch, batch.clone())
     shown_real, shown_fake = D.seen
     for stat in (lambda x: x.mean(dim=(1, 2, 3)), lambda x: (x == 0).float().mean(dim=(1, 2, 3))):
