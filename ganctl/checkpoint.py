@@ -5,6 +5,7 @@ with weights_only=True, so a file can never run code and a crash never leaves a 
      "rng": {"torch", "cuda"}, "data": {"img_channels", "img_size", "num_classes"}, "cfg": dict}
 """
 import copy
+import math
 import os
 import shutil
 import tempfile
@@ -151,9 +152,7 @@ def shape_errors(state: dict) -> list[str]:
     for name in ("opt_G", "opt_D", "data", "cfg"):
         if not isinstance(state[name], dict):
             errors.append(f"{name} is not a dict")
-    rng = state["rng"] if isinstance(state["rng"], dict) else {}
-    if not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
-            and isinstance(rng.get("cuda", []), list)):
+    if not _is_rng_state(state["rng"]):
         errors.append("rng is not a saved random state")
     if not isinstance(state.get("best", {}), dict):
         errors.append("best is not a dict")
@@ -170,12 +169,60 @@ def shape_errors(state: dict) -> list[str]:
         errors.append("cfg.model is not a model config with G and z_dim")
     if not isinstance(trainer, dict):
         errors.append("cfg.trainer is not a dict")
-    if "augment" in state:  # ADA's state, in runs with augment=ada
-        ada = state["augment"]
-        if not (isinstance(ada, dict) and all(isinstance(ada.get(k), torch.Tensor) and ada[k].shape == ()
-                                              for k in ("p", "rt", "signs")) and _is_int(ada.get("count"), 0, 2**31)):
-            errors.append("augment is not ADA's saved state")
+    if "augment" in state and not _is_ada_state(state["augment"]):  # in runs with augment=ada
+        errors.append("augment is not ADA's saved state (p in [0, 1], r_t in [-1, 1], finite sums)")
     return errors
+
+
+CPU_RNG_BYTES = torch.get_rng_state().numel()  # the Mersenne Twister's state: 5056 bytes
+
+
+def _is_rng_state(rng) -> bool:
+    """torch's CPU state of its exact size (set_rng_state refuses any other, mid-resume) and a list
+    of CUDA states, each a vector of bytes."""
+    def byte_vector(t, size=None):
+        return isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1 and (size is None or t.numel() == size)
+    return (isinstance(rng, dict) and byte_vector(rng.get("torch"), CPU_RNG_BYTES)
+            and isinstance(rng.get("cuda", []), list) and all(byte_vector(t) for t in rng.get("cuda", [])))
+
+
+def _is_ada_state(ada) -> bool:
+    """ADA's p, r_t and running sum as finite scalars where AdaptiveP can put them, and a count."""
+    if not (isinstance(ada, dict) and _is_int(ada.get("count"), 0, 2**31)
+            and all(isinstance(ada.get(k), torch.Tensor) and ada[k].shape == () and ada[k].is_floating_point()
+                    for k in ("p", "rt", "signs"))):
+        return False
+    p, rt, signs = (float(ada[k]) for k in ("p", "rt", "signs"))
+    return 0 <= p <= 1 and -1 <= rt <= 1 and math.isfinite(signs) and abs(signs) <= ada["count"] + 1e-3
+
+
+class SavedConfig(dict):
+    """A checkpoint's saved config as plain data: keys read as attributes (cfg.model.z_dim) or as
+    items, every string literal. It never goes through OmegaConf: a file anyone may have written
+    would have its `${oc.env:...}` and other interpolations resolved there."""
+
+    def __init__(self, node: dict, path: str = ""):
+        super().__init__(node)
+        self.__dict__["_path"] = path  # "model.G." for cfg.model.G: the key a message names
+
+    def __getattr__(self, key: str):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        if key not in self:
+            raise UserError(f"the checkpoint's saved config has no {self._path}{key}")
+        value = self[key]
+        return SavedConfig(value, f"{self._path}{key}.") if isinstance(value, dict) else value
+
+
+def run_config(state: dict) -> SavedConfig:
+    """The config a checkpoint was trained with, as data (SavedConfig). Its dataset.root is a path
+    taken literally: `~/x` names a folder `~` under the working directory, not $HOME/x (training
+    stores the path as the user's shell expanded it)."""
+    cfg = copy.deepcopy(state["cfg"])
+    dataset = cfg.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("root"), str) and dataset["root"].startswith("~"):
+        dataset["root"] = os.path.join(".", dataset["root"])
+    return SavedConfig(cfg)
 
 
 def resolve_checkpoint(ckpt: str | None, outputs: str = "outputs") -> Path:

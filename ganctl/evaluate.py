@@ -6,10 +6,9 @@ computes them), and the feature classifier they use, fitted ahead of time.
 import json
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
 from ganctl.build import reference_data
-from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
+from ganctl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from ganctl.classifier import classifier_path, load_or_fit, shipped_classifier
 from ganctl.errors import UserError, one_line
 from ganctl.evaluator import Evaluator, format_table
@@ -33,7 +32,7 @@ def run_eval(cfg) -> dict:
         raise UserError(f"generator={cfg.generator}: must be ema or raw")
     path = eval_checkpoint_path(cfg.ckpt, cfg.which, cfg.outputs)
     state = load_checkpoint(path)
-    run_cfg = OmegaConf.create(state["cfg"])
+    run_cfg = run_config(state)
     device = resolve_device(cfg.device, key="device")
     which = "G_ema" if cfg.generator == "ema" and "G_ema" in state else "G"
     G = load_generator(state, path, which, device)

@@ -12,9 +12,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
+from ganctl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from ganctl.errors import UserError, one_line
 from ganctl.generate import generate
+from ganctl.memory import refuse_if_too_large
 from ganctl.models import load_generator
 from ganctl.runtime import resolve_device
 
@@ -37,6 +38,11 @@ def requested_labels(label, num_classes: int) -> list[int] | None:
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes:
             raise UserError(f"label={k!r} is not a class of this model: labels are 0..{num_classes - 1}")
     return labels
+
+
+def interpolating(value) -> bool:
+    """Whether `interpolate=` asks for a walk (z, true or label), not its off values."""
+    return value not in (None, False, "false", "False")
 
 
 GRID_MAX = 10_000  # a PNG grid of more images is too large to open: use .npz or a folder
@@ -82,7 +88,7 @@ def averaged_generator(state: dict, ckpt_path: Path, device):
 def sample(cfg: DictConfig) -> Path:
     ckpt_path = resolve_checkpoint(cfg.ckpt, cfg.outputs)
     state = load_checkpoint(ckpt_path)
-    run_cfg = OmegaConf.create(state["cfg"])
+    run_cfg = run_config(state)
     num_classes = state["data"]["num_classes"]
     if cfg.arithmetic is not None:
         return _arithmetic(cfg, state, ckpt_path, run_cfg, num_classes)
@@ -93,15 +99,18 @@ def sample(cfg: DictConfig) -> Path:
     n = cfg.n if cfg.n is not None else (10 * num_classes if cfg.label is None and num_classes else 64)
     if n < 1:
         raise UserError(f"n={n}: ask for at least one image")
+    if interpolating(cfg.interpolate):
+        return _interpolate(cfg, state, ckpt_path, run_cfg, num_classes)
     out = Path(cfg.out) if cfg.out else unused_name(Path("samples.png"))
-    if out.suffix == ".png" and n > GRID_MAX and not cfg.interpolate:
+    if out.suffix == ".png" and n > GRID_MAX:
         raise UserError(f"n={n} is too many for one PNG grid (at most {GRID_MAX}); write them with "
                         f"out=<name>.npz or out=<folder>")
+    data = state["data"]
+    refuse_if_too_large(f"n={n} images of {data['img_channels']}x{data['img_size']}x{data['img_size']}",
+                        n * data["img_channels"] * data["img_size"] ** 2, "cpu", "ask for fewer with n=")
 
     device = resolve_device(cfg.device, key="device")
     G = averaged_generator(state, ckpt_path, device)
-    if cfg.interpolate not in (None, False, "false", "False"):
-        return _interpolate(cfg, G, run_cfg, num_classes, ckpt_path, state["step"], device)
     images, y = generate(G, n, labels, run_cfg.model.z_dim, run_cfg.trainer.noise, cfg.seed, device)
 
     nrow = math.ceil(n / len(labels)) if labels and len(labels) > 1 else math.ceil(math.sqrt(n))
@@ -110,11 +119,17 @@ def sample(cfg: DictConfig) -> Path:
     return out
 
 
-def _interpolate(cfg, G, run_cfg, num_classes: int, ckpt_path: Path, step: int, device) -> Path:
+def _interpolate(cfg, state: dict, ckpt_path: Path, run_cfg, num_classes: int) -> Path:
     from ganctl import interpolate
     mode = "z" if str(cfg.interpolate).lower() == "true" else str(cfg.interpolate)
     given = requested_labels(cfg.label, num_classes) if cfg.label is not None else None
     rows = cfg.n if cfg.n is not None else 8
+    if rows < 1 or rows * cfg.steps > GRID_MAX:
+        raise UserError(f"n={rows} paths of steps={cfg.steps} images: an interpolation draws 1 to {GRID_MAX} "
+                        f"images in one PNG and GIF; ask for fewer")
+    device = resolve_device(cfg.device, key="device")
+    G = averaged_generator(state, ckpt_path, device)
+    step = state["step"]
     x = interpolate.paths(G, mode, rows, cfg.steps, given, num_classes, run_cfg.model.z_dim,
                           run_cfg.trainer.noise, cfg.seed, cfg.spherical, device)
     png, gif = interpolate.write(x, Path(cfg.out) if cfg.out else unused_name(Path("interpolation.png"), ".gif"))
@@ -140,6 +155,8 @@ def _arithmetic(cfg, state: dict, ckpt_path: Path, run_cfg, num_classes: int) ->
     device = resolve_device(cfg.device, key="device")
     G = averaged_generator(state, ckpt_path, device)
     results = cfg.n if cfg.n is not None else 8
+    if not 1 <= results <= GRID_MAX:
+        raise UserError(f"n={results}: arithmetic draws 1 to {GRID_MAX} results in one PNG")
     drawn = arithmetic.render(G, str(cfg.arithmetic), results, run_cfg.model.z_dim, run_cfg.trainer.noise,
                               cfg.seed, label, device, limit=GRID_MAX)
     arithmetic.write(drawn, out)

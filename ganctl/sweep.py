@@ -13,8 +13,9 @@ import logging
 import math
 from pathlib import Path
 
+import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ganctl.rundir import RESULT_FILE
 
@@ -34,7 +35,8 @@ def job_rows(sweep_dir: Path) -> list[dict]:
     rows = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
-        overrides = [o for o in OmegaConf.load(overrides_file) if not o.startswith("hydra.")]
+        # Read as data: iterating OmegaConf's list would resolve a `${...}` in the file.
+        overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or [] if not str(o).startswith("hydra.")]
         result_file = job_dir / RESULT_FILE
         try:
             result = json.loads(result_file.read_text()) if result_file.is_file() else {}
