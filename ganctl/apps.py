@@ -63,6 +63,10 @@ def save_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(hydra_cfg.overrides.task, folder / "overrides.yaml")
 
 
+# The folders of ./outputs before this command (cli sets it): a failed start removes only the
+# empty folders it made there (outputs/<day>/), never one that was there before.
+outputs_before: set[Path] = set()
+
 # The process's first training job counts its start-up from the first import of ganctl; a later
 # job of a sweep that runs in the same process, from when Hydra hands it over.
 _process_start = [ganctl.STARTED]
@@ -94,7 +98,7 @@ def train_app(cfg: DictConfig) -> float | None:
     except Exception as e:
         if not sweep_job or isinstance(e, Interrupted):  # Ctrl-C stops the whole sweep
             if ours and ranks.is_main and not cfg.resume:
-                rundir.discard_failed_start(run_dir)
+                rundir.discard_failed_start(run_dir, Path("outputs"), outputs_before)
             report(e)
         # One failed job of a sweep is recorded and the sweep goes on (summary.md lists it).
         error = user_error(e)

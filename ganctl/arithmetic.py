@@ -20,15 +20,25 @@ JITTER = 0.25  # the paper's "uniform noise sampled with scale +-0.25" added to 
 TERM = re.compile(r"\s*([+-]?)\s*(\d+|\[\s*\d+(?:\s*,\s*\d+)*\s*\])\s*")
 
 
+MAX_LENGTH, MAX_TERMS, MAX_DIGITS = 1000, 64, 9  # an expression's characters, terms, and an index's digits
+
+
 def parse(expression: str) -> list[tuple[int, list[int]]]:
     """`"[3,4]-12+7"` -> [(1, [3, 4]), (-1, [12]), (1, [7])]: each term's sign and indices."""
     text, terms, pos = str(expression), [], 0
+    if len(text) > MAX_LENGTH:
+        raise UserError(f"arithmetic= is {len(text)} characters long; write at most {MAX_LENGTH}")
     while pos < len(text):
         m = TERM.match(text, pos)
         if not m or m.end() == pos or (terms and not m.group(1)):
             raise UserError(f"arithmetic={expression!r}: cannot read it at {text[pos:pos + 10]!r}; write terms "
                             f"like 3 or [3,4,5] joined by + and -, e.g. arithmetic=\"[3,4,5]-[12,13]+[20]\"")
-        terms.append((-1 if m.group(1) == "-" else 1, [int(i) for i in re.findall(r"\d+", m.group(2))]))
+        digits = re.findall(r"\d+", m.group(2))
+        if any(len(d) > MAX_DIGITS for d in digits):
+            raise UserError(f"arithmetic={text[:40]!r}...: an index of {max(map(len, digits))} digits is out of range")
+        terms.append((-1 if m.group(1) == "-" else 1, [int(d) for d in digits]))
+        if len(terms) > MAX_TERMS:
+            raise UserError(f"arithmetic= has more than {MAX_TERMS} terms; a picture of them has a row each")
         pos = m.end()
     if not terms:
         raise UserError("arithmetic= is empty; write terms like 3 or [3,4,5] joined by + and -")

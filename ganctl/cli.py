@@ -63,7 +63,8 @@ def _quote_paths(args: list[str]) -> list[str]:
     out = []
     for a in args:
         key, eq, value = a.partition("=")
-        if eq and key.lstrip("+") in PATH_KEYS and not PLAIN_PATH.fullmatch(value) and value[:1] not in "'\"":
+        plain = PLAIN_PATH.fullmatch(value) and key != "arithmetic"  # an expression, never a number
+        if eq and key.lstrip("+") in PATH_KEYS and not plain and value[:1] not in "'\"":
             a = f"{key}={hydra_quote(value)}"
         out.append(a)
     return out
@@ -119,7 +120,6 @@ def _flat_keys(node, prefix: str = "") -> list[str]:
 def _unknown_keys(cfg, parsed) -> list[str]:
     """`key=value: no such key; did you mean ...?` for each override of a key the config lacks,
     with `+`/`++` too (Hydra would add such a key silently, and the typo would change nothing)."""
-    import difflib
     known = _flat_keys(cfg)
     groups = _group_names()
     errors = []
@@ -128,9 +128,25 @@ def _unknown_keys(cfg, parsed) -> list[str]:
         if o.is_delete() or key.startswith("hydra") or "/" in key or o.package is not None or key in groups:
             continue  # a config group (model=...): Hydra lists its options itself
         if key not in known:
-            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            errors.append(f"{o.input_line}: no such key" + (f"; did you mean {near[0]}?" if near else ""))
+            errors.append(f"{o.input_line}: no such key{_nearest(key, known)}")
     return errors
+
+
+def _nearest(key: str, known: list[str]) -> str:
+    """A hint for an unknown key: the nearest key beside it (same node, a close name), else what
+    that node holds (`model.G.upsample` under model=resnet: model.G has ch), else the nearest key
+    anywhere (a misspelt node: `trainr.seed`)."""
+    import difflib
+    parent, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent and not
+                k.rpartition(".")[2].startswith("_")}
+    near = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    if near:
+        return f"; did you mean {siblings[near[0]]}?"
+    if parent in known and siblings:
+        return f"; {parent} has {', '.join(sorted(siblings))}"
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6) if parent not in known else []
+    return f"; did you mean {near[0]}?" if near else ""
 
 
 def _group_names() -> set[str]:
@@ -146,6 +162,50 @@ def _refuse_unknown_keys(command: str, parsed: list) -> None:
     unknown = _unknown_keys(compose(CONFIG_NAMES[command], overrides=groups), parsed)
     if unknown:
         fail("; ".join(unknown))
+
+
+def _refuse_node_into_null(command: str, e: BaseException, parsed: list) -> None:
+    """One line for `augment.ada={target:0.6}` where the chosen option leaves augment.ada null:
+    OmegaConf cannot merge a node into null (its error: 'NoneType' object has no attribute 'get').
+    Names the group's options that set the key, whose keys can then be overridden one by one."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    from ganctl.config import options
+    while e is not None and not (isinstance(e, AttributeError) and "full_key: " in str(e)):
+        e = e.__cause__ or e.__context__
+    if e is None:
+        return
+    key = str(e).split("full_key: ", 1)[1].split()[0]
+    given = next((o.input_line for o in parsed if o.key_or_group == key), key)
+    group = key.split(".")[0]
+    setters = [option for option in options(group) if group in _group_names()
+               and OmegaConf.select(compose(CONFIG_NAMES[command], overrides=[f"{group}={option}"]), key) is not None]
+    way = (f"choose {' or '.join(f'{group}={o}' for o in setters)}, which sets it, then override its keys one "
+           f"by one ({key}.<name>=...)" if setters else "it cannot take a node whole")
+    fail(f"{given}: {key} is null in this config; {way}")
+
+
+def _refuse_ignored(command: str, parsed: list, cfg) -> None:
+    """One line for options given together where one would silently do nothing."""
+    given = {o.key_or_group.lstrip("+"): o for o in parsed if not o.is_delete()}
+    if command == "summary" and cfg.ckpt is not None:
+        ignored = [o.input_line for key, o in given.items() if key not in ("ckpt", "depth")]
+        if ignored:
+            fail(f"summary ckpt=... shows the nets the run saved, so {' '.join(ignored)} would be ignored; drop "
+                 f"{'it' if len(ignored) == 1 else 'them'}, or drop ckpt= to see the composed config")
+    if command == "sample":
+        from ganctl.sample import interpolating
+        if cfg.arithmetic is not None and interpolating(cfg.interpolate):
+            fail("arithmetic= and interpolate= draw different pictures; give one of them")
+        walk = [given[k].input_line for k in ("steps", "spherical") if k in given]
+        if walk and not interpolating(cfg.interpolate):
+            fail(f"{' and '.join(walk)} {'shapes' if len(walk) == 1 else 'shape'} an interpolation only; add "
+                 f"interpolate=z (or interpolate=label)")
+    policy = given.get("augment.policy")
+    augment = given.get("augment")
+    if policy is not None and policy.value() == [] and augment is not None and augment.value() != "none":
+        fail(f"augment.policy=[] with augment={augment.value()} turns augmentation off; use augment=none")
 
 
 def _check_config(command: str, args: list[str]) -> None:
@@ -174,12 +234,14 @@ def _check_config(command: str, args: list[str]) -> None:
                     _refuse_unknown_keys(command, parsed)
                 try:
                     cfg = compose(CONFIG_NAMES[command], overrides=job)
-                except Exception:
+                except Exception as e:
                     _refuse_unknown_keys(command, parsed)
+                    _refuse_node_into_null(command, e, parsed)
                     raise
                 errors = [] if multirun else ranges.range_errors(cfg)
                 if errors:
                     fail("; ".join(errors))
+                _refuse_ignored(command, parsed, cfg)
     except SystemExit:
         raise
     except Exception as e:
@@ -230,9 +292,25 @@ def _saved_overrides(run_dir: Path) -> list[str]:
         if o.is_sweep_override() or any(n.startswith("_") for n in names) or private_keys(value, ""):
             fail(f"{saved}: refusing to replay {text!r}: a run's saved overrides may not name keys "
                   f"starting with '_' or sweep (they could make Hydra run code); nothing was resumed")
+        if interpolations(value):
+            fail(f"{saved}: refusing to replay {text!r}: a run's saved overrides are data, and ${{...}} would be "
+                  f"resolved (reading the environment, say); give the value on the command line; nothing was resumed")
         if names[0] not in ("hydra", "resume") and "hydra" not in names:
             kept.append(text)
     return kept
+
+
+# `${` that OmegaConf reads as an interpolation: not escaped by a backslash (`\${` is literal).
+INTERPOLATION = re.compile(r"(?<!\\)(?:\\\\)*\$\{")
+
+
+def interpolations(value) -> bool:
+    """Whether a parsed override value (a string, or lists and dicts of them) holds an interpolation."""
+    if isinstance(value, str):
+        return bool(INTERPOLATION.search(value))
+    if isinstance(value, dict):
+        return any(interpolations(k) or interpolations(v) for k, v in value.items())
+    return isinstance(value, list) and any(interpolations(v) for v in value)
 
 
 def _resume_args(args: list[str]) -> list[str]:
@@ -305,9 +383,10 @@ def _main(args: list[str]) -> None:
         rest = _torchrun_args(rest)
     rest = _quote_paths(rest)
     _check_config(command, rest)
-    from ganctl import apps, sweep
+    from ganctl import apps, rundir, sweep
     apps.failed_jobs.clear()
     sweep.failed_jobs.clear()
+    apps.outputs_before = rundir.folders_in(Path("outputs"))
     sys.argv = [f"{Path(sys.argv[0]).name} {command}"] + _hydra_argv(rest)
     apps.COMMANDS[command]()
     failed = sorted(set(apps.failed_jobs) | set(sweep.failed_jobs)) if command == "train" else []

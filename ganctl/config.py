@@ -305,17 +305,18 @@ class FitClassifierConfig:
 NOT_CHOICES = ("model_loss",)  # loaded by the choices of model and loss, never chosen by hand
 
 
+def options(group: str) -> list[str]:
+    """The options of a config group of the shipped conf/: its YAML files' names."""
+    folder = importlib.resources.files("ganctl.conf") / group
+    return sorted(f.name[:-len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml")) if folder.is_dir() else []
+
+
 def config_groups() -> str:
     """`group: option, ...` for every folder of the shipped conf/ that a user chooses from, for
     `ganctl train --help` (Hydra's own listing would also show the schema/ groups)."""
     conf = importlib.resources.files("ganctl.conf")
-    lines = []
-    for group in sorted((d for d in conf.iterdir() if d.is_dir() and d.name not in NOT_CHOICES),
-                        key=lambda d: d.name):
-        names = sorted(f.name[:-len(".yaml")] for f in group.iterdir() if f.name.endswith(".yaml"))
-        if names:
-            lines.append(f"{group.name}: {', '.join(names)}")
-    return "\n".join(lines)
+    groups = sorted(d.name for d in conf.iterdir() if d.is_dir() and d.name not in NOT_CHOICES)
+    return "\n".join(f"{group}: {', '.join(options(group))}" for group in groups if options(group))
 
 
 def _run_time():

@@ -20,9 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ganctl.errors import UserError, one_line
+from ganctl.memory import refuse_if_too_large
 
 log = logging.getLogger(__name__)
 
+MAX_IMG_SIZE = 1024  # the largest side any of ganctl's models is built for (StyleGAN's largest)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -70,13 +72,15 @@ def balanced_subset(labels: torch.Tensor, limit: int, num_classes: int) -> torch
 
 
 class InMemoryImages:
-    """uint8 images (N, C, H, W) and int64 labels (N,), both on `device`."""
+    """uint8 images (N, C, H, W) and int64 labels (N,), both on `device`; class_names: what each
+    label stands for (a folder's subfolders), where known."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                 device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1):
+                 device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1, class_names=None):
         self.images = images.to(device)
         self.labels = labels.to(device=device, dtype=torch.int64)
         self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
         self.img_channels, self.img_size = images.shape[1], images.shape[2]
         self.device, self.seed, self.rank, self.world_size = torch.device(device), seed, rank, world_size
 
@@ -89,6 +93,9 @@ class InMemoryImages:
     def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every image as uint8 (N, C, H, W) and the labels (N,), on the CPU."""
         return self.images.cpu(), self.labels.cpu()
+
+    def class_sizes(self) -> list[int]:
+        return torch.bincount(self.labels.cpu(), minlength=self.num_classes).tolist()
 
     def epoch(self, epoch: int, batch_size: int, start: int = 0):
         """Batches of one epoch (the last partial one dropped), from batch index `start`."""
@@ -128,7 +135,7 @@ def _torchvision_images(cls, layout: str, root: str, download: bool, split: str,
     if limit is not None:
         keep = balanced_subset(labels, limit, len(parts[0].classes))
         images, labels = images[keep], labels[keep]
-    return InMemoryImages(images, labels, len(parts[0].classes), **placement)
+    return InMemoryImages(images, labels, len(parts[0].classes), **placement, class_names=parts[0].classes)
 
 
 def check_labels(images: torch.Tensor, labels: torch.Tensor, num_classes: int, where) -> None:
@@ -173,15 +180,42 @@ def load_cifar10(root: str, download: bool, split: str, limit: int | None = None
                                device=device, seed=seed, rank=rank, world_size=world_size)
 
 
-def _readable_image(path: Path) -> bool:
-    """PIL decodes the whole file (a truncated JPEG passes verify(), which reads only its structure)."""
+class OutOfRange(ValueError):
+    """An image whose values have no 8-bit reading (a float image outside [0, 1])."""
+
+
+# PIL's modes of more than 8 bits per value and the range each spans: convert() would clip 16-bit
+# values at 255 (a white image) and truncate floats in [0, 1] to 0 (a black one).
+WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def eight_bit(img):
+    """A 16-bit or 32-bit grey image (I;16, I) scaled from [0, 65535] to 8 bits, a float one (F)
+    from [0, 1]; any other image as it is. Values outside that range raise OutOfRange."""
+    if img.mode not in WIDE_MODES:
+        return img
+    import numpy as np
+    from PIL import Image
+    top = WIDE_MODES[img.mode]
+    values = np.asarray(img, dtype=np.float64)
+    if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= top):
+        raise OutOfRange(f"{img.mode} values in [{values.min():.4g}, {values.max():.4g}], outside [0, {top:g}]")
+    return Image.fromarray(np.round(values * (255 / top)).astype(np.uint8), "L")
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why `path` cannot be trained on, or None. PIL decodes the whole file (a truncated JPEG
+    passes verify(), which reads only its structure)."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as img:
             img.load()
-        return True
+            eight_bit(img)
+        return None
+    except OutOfRange as e:
+        return str(e)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return False
+        return "undecodable"
 
 
 class _ImageFiles(Dataset):
@@ -194,14 +228,21 @@ class _ImageFiles(Dataset):
     def __getitem__(self, i):
         from PIL import Image
         with Image.open(self.files[i]) as img:
-            return self.transform(img.convert(self.mode)), self.labels[i]
+            return self.transform(eight_bit(img).convert(self.mode)), self.labels[i]
 
 
 def folder_classes(root: Path) -> list[str]:
-    """The class subfolders of an image folder, sorted (none: one class, the images in root)."""
+    """The class subfolders of an image folder, sorted (none: one class, the images in root).
+    Hidden folders (.git, .ipynb_checkpoints) are not classes."""
     if not root.is_dir():
         raise UserError(f"dataset.root {root} is not a folder")
-    return sorted(d.name for d in root.iterdir() if d.is_dir())
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _visible(path: Path, root: Path) -> bool:
+    """Whether no part of `path` below `root` is hidden: a notebook's .ipynb_checkpoints copies and
+    macOS's ._ files are not training images."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 class FolderImages:
@@ -216,21 +257,27 @@ class FolderImages:
         files, labels = [], []
         for k, name in enumerate(classes or [""]):
             found = sorted(p for p in (root_path / name).rglob("*")  # regular files: a FIFO would hang
-                           if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+                           if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and _visible(p, root_path))
             files += found
             labels += [k] * len(found)
         if not files:
             raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root_path}")
-        readable = [_readable_image(f) for f in files]
-        bad = [f for f, ok in zip(files, readable) if not ok]
+        problems = [_image_problem(f) for f in files]
+        wide = [(f, why) for f, why in zip(files, problems) if why not in (None, "undecodable")]
+        if wide:  # never trained on as white or black squares
+            raise UserError(f"{len(wide)} of {len(files)} images under {root_path} have values that do not read "
+                            f"as 8-bit (first: {wide[0][0]}: {wide[0][1]}); convert them to 8-bit images")
+        bad = [f for f, why in zip(files, problems) if why]
         if len(bad) == len(files):  # found now, not as a traceback from a DataLoader worker mid-epoch
             raise UserError(f"none of the {len(files)} image files under {root_path} can be decoded "
                             f"(first: {bad[0]})")
         if bad:
             log.warning("skipping %d of %d image files under %s that cannot be decoded (first: %s)",
                         len(bad), len(files), root_path, bad[0])
-            files, labels = [f for f, ok in zip(files, readable) if ok], [k for k, ok in zip(labels, readable) if ok]
+            kept = [why is None for why in problems]
+            files, labels = [f for f, ok in zip(files, kept) if ok], [k for k, ok in zip(labels, kept) if ok]
         self.num_classes = max(len(classes), 1)
+        self.class_names = classes or [root_path.name]
         if limit is not None:
             keep = balanced_subset(torch.tensor(labels), limit, self.num_classes).tolist()
             files, labels = [files[i] for i in keep], [labels[i] for i in keep]
@@ -255,6 +302,9 @@ class FolderImages:
 
     def batches_per_epoch(self, batch_size: int) -> int:
         return len(self) // (batch_size * self.world_size)
+
+    def class_sizes(self) -> list[int]:
+        return torch.bincount(torch.tensor(self.dataset.labels, dtype=torch.int64), minlength=self.num_classes).tolist()
 
     def _workers(self) -> dict:
         """DataLoader worker settings with the start method named: inside a sweep job of Hydra's
@@ -283,12 +333,15 @@ def load_folder(root: str, img_size: int, channels: int, num_workers: int, cache
     folder = FolderImages(root, img_size, channels, num_workers, limit, device, seed, rank, world_size)
     if not cache:
         return folder
+    refuse_if_too_large(f"dataset.cache=true ({len(folder)} images of {channels}x{img_size}x{img_size})",
+                        len(folder) * channels * img_size ** 2, device,
+                        "use dataset.cache=false (decoded every epoch) or a smaller dataset.img_size")
     t0 = time.perf_counter()
     images, labels = folder.arrays()
     seconds = time.perf_counter() - t0
     log.info("decoded %d images of %s once in %.1f s (%.0f img/s); held as %.0f MB of uint8", len(images),
              Path(root).expanduser(), seconds, len(images) / seconds, images.numel() / 1e6)
-    return InMemoryImages(images, labels, folder.num_classes, device, seed, rank, world_size)
+    return InMemoryImages(images, labels, folder.num_classes, device, seed, rank, world_size, folder.class_names)
 
 
 # What each torchvision dataset holds (channels, size, classes): nets can be built for it without

@@ -155,11 +155,15 @@ class Evaluator:
         row("is", metrics.inception_score(fake_logits, seed=seed)[0], 0)
         row("is_real", metrics.inception_score(self.logits_b[:n], seed=seed)[0], n, 0)
         go_on()
-        precision, recall = metrics.precision_recall(self.real_a[:n_pr], fake)
-        go_on()
-        density, coverage = metrics.density_coverage(self.real_a[:n_pr], fake)
-        for name, v in (("precision", precision), ("recall", recall), ("density", density), ("coverage", coverage)):
-            row(name, v, n_pr)
+        if min(n_pr, n) > metrics.DENSITY_K:  # a k-th nearest neighbour needs more than k points
+            precision, recall = metrics.precision_recall(self.real_a[:n_pr], fake)
+            go_on()
+            density, coverage = metrics.density_coverage(self.real_a[:n_pr], fake)
+            for name, v in (("precision", precision), ("recall", recall), ("density", density), ("coverage", coverage)):
+                row(name, v, n_pr)
+        else:
+            log.warning("precision, recall, density and coverage left out: %d real images, and their "
+                        "%d-nearest-neighbour balls need more", n_pr, metrics.DENSITY_K)
 
         if self.classifier is not None:
             pred = self.classify(images)

@@ -101,7 +101,10 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     return (in_real > 0).float().mean().item(), (in_fake > 0).float().mean().item()
 
 
-def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tuple[float, float]:
+DENSITY_K = 5  # Naeem et al. 2020's k; precision and recall take 3, fewer neighbours
+
+
+def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = DENSITY_K) -> tuple[float, float]:
     """Density: mean number of real k-NN balls holding a fake, over k (about 1 when the fakes
     follow the real distribution); coverage: share of real balls holding at least one fake
     (Naeem et al. 2020)."""

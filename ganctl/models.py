@@ -16,6 +16,7 @@ from ganctl.build import build
 from ganctl.checkpoint import all_finite
 from ganctl.ema import AveragedGenerator
 from ganctl.errors import UserError
+from ganctl.memory import footprint, refuse_if_too_large, training_bytes
 from ganctl.nets.layers import dcgan_init
 from ganctl.step import TrainStep, compiled
 
@@ -86,10 +87,32 @@ def conditioning(model_cfg, num_classes: int, batch_size: int) -> int:
 def check_compatible(model_cfg, data, batch_size: int, world_size: int = 1) -> int:
     """conditioning() for a loaded dataset, and a batch that the dataset can fill."""
     num_classes = conditioning(model_cfg, data.num_classes, batch_size)
+    empty = [name for name, size in zip(data.class_names, data.class_sizes()) if size == 0]
+    if num_classes and empty:  # G would be asked for a class that D never saw a real image of
+        raise UserError(f"{len(empty)} of {num_classes} classes have no images ({', '.join(map(repr, empty[:5]))}: "
+                        f"an empty folder, or too small a dataset.limit); model={model_cfg['name']} is conditional "
+                        f"and would learn labels it never sees: remove them or use an unconditional model")
     if data.batches_per_epoch(batch_size) == 0:
         raise UserError(f"trainer.batch_size={batch_size} is larger than the dataset ({len(data)} images)"
                         + (f" for {world_size} processes" if world_size > 1 else ""))
     return num_classes
+
+
+def _nets(cfg, data_info: dict, loss) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """G and D as the config, the data and the loss's traits ask."""
+    return build_generator(cfg.model, data_info), build_discriminator(
+        cfg.model, data_info, per_sample=loss.per_sample_critic, clipped=loss.clipped_critic, aux=loss.aux_weight > 0)
+
+
+def refuse_too_large(cfg, data_info: dict, loss, device) -> None:
+    """One line, before anything is allocated, where training G and D on this data would take more
+    memory than `device` has free (G and D are sized on the meta device)."""
+    B = cfg.trainer.batch_size
+    with torch.device("meta"):
+        need = training_bytes(footprint(*_nets(cfg, data_info, loss), B, cfg.model.z_dim, data_info["num_classes"]))
+    refuse_if_too_large(f"training model={cfg.model.name} on {data_info['img_size']} px images at "
+                        f"trainer.batch_size={B}", need, device,
+                        "lower dataset.img_size, trainer.batch_size or the model's widths")
 
 
 def build_step(cfg, data_info: dict, loss, device, autocast=None,
@@ -99,9 +122,7 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     under torchrun and compiled as trainer.* asks, with their optimizers. step.G, step.D are the
     modules saved."""
     tcfg = cfg.trainer
-    G = build_generator(cfg.model, data_info).to(device)
-    D = build_discriminator(cfg.model, data_info, per_sample=loss.per_sample_critic,
-                            clipped=loss.clipped_critic, aux=loss.aux_weight > 0).to(device)
+    G, D = (net.to(device) for net in _nets(cfg, data_info, loss))
     if tcfg.channels_last:  # before anything copies, wraps or optimises them
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     # An exponential moving average of G's weights draws the sample grids and is what

@@ -4,9 +4,12 @@ Types are the schemas' job (ganctl.config); these are the ranges.
 
     errors = range_errors(cfg)     # ["trainer.batch_size=0: must be >= 1", ...]
 """
+import math
 import re
+from collections.abc import Sequence
 
 from ganctl.augment import OPS
+from ganctl.data import MAX_IMG_SIZE
 from ganctl.nets.dcgan import D_CONDITIONING, G_CONDITIONING, UPSAMPLING
 
 
@@ -65,13 +68,15 @@ RANGES = [
     ("model.D.pack", ">= 1", lambda v: v >= 1),
     ("model.G.ngf", ">= 1", lambda v: v >= 1),
     ("model.D.ndf", ">= 1", lambda v: v >= 1),
+    ("model.G.ch", ">= 1", lambda v: v >= 1),
+    ("model.D.ch", ">= 1", lambda v: v >= 1),
     ("model.G.embed_dim", ">= 1", lambda v: v >= 1),
     ("model.D.embed_dim", ">= 1", lambda v: v >= 1),
     ("model.G.hidden", "widths >= 1", _widths_ok),
     ("model.D.hidden", "widths >= 1", _widths_ok),
     ("model.D.dropout", "in [0, 1)", lambda v: 0 <= v < 1),
     ("dataset.channels", "1 (grey) or 3 (RGB)", lambda v: v in (1, 3)),
-    ("dataset.img_size", ">= 8", lambda v: v >= 8),
+    ("dataset.img_size", f"in [8, {MAX_IMG_SIZE}]", lambda v: 8 <= v <= MAX_IMG_SIZE),
     ("dataset.num_workers", ">= 0", lambda v: v >= 0),
     ("model.G.codes", "0 or >= 2", lambda v: v == 0 or v >= 2),
     ("model.G.upsample", "one of " + ", ".join(UPSAMPLING), lambda v: v in UPSAMPLING),
@@ -83,10 +88,18 @@ RANGES = [
     ("augment.translation", "in (0, 0.5]", lambda v: 0 < v <= 0.5),
     ("augment.cutout", "in (0, 1]", lambda v: 0 < v <= 1),
     ("augment.p", "in (0, 1]", lambda v: 0 < v <= 1),
-    ("augment.policy", "a list of " + ", ".join(OPS), lambda v: all(p in OPS for p in v)),
+    ("augment.policy", "a list of distinct ops of " + ", ".join(OPS),
+     lambda v: all(p in OPS for p in v) and len(set(v)) == len(v)),
     ("depth", ">= 1", lambda v: v >= 1),  # ganctl summary
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]
+
+
+def _finite(v) -> bool:
+    """No value of the config is meant to be inf or nan (`loss.r1=inf` diverges at once)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return all(_finite(x) for x in v) if isinstance(v, Sequence) and not isinstance(v, str) else True
 
 
 def range_errors(cfg) -> list[str]:
@@ -97,9 +110,29 @@ def range_errors(cfg) -> list[str]:
         parent = cfg
         for part in path:
             parent = parent.get(part) if hasattr(parent, "get") else None
-        if hasattr(parent, "get") and leaf in parent and not ok(parent[leaf]):
+        if not (hasattr(parent, "get") and leaf in parent):
+            continue
+        if not _finite(parent[leaf]):
+            errors.append(f"{key}={parent[leaf]}: must be finite")
+        elif not ok(parent[leaf]):
             errors.append(f"{key}={parent[leaf]}: must be {allowed}")
-    augment = cfg.get("augment") if hasattr(cfg, "get") else None
-    if hasattr(augment, "get") and augment.get("ada") is not None and augment.get("p", 1.0) != 1.0:
-        errors.append(f"augment.p={augment['p']}: must be 1 under augment=ada, which sets p itself")
-    return errors
+    return errors + augment_errors(cfg.get("augment") if hasattr(cfg, "get") else None)
+
+
+ADA_KEYS = ("target", "interval", "kimg")
+
+
+def augment_errors(augment) -> list[str]:
+    """What the augment keys mean together: ADA needs all its keys and ops to apply, and sets p."""
+    if not hasattr(augment, "get") or augment.get("ada") is None:
+        return []
+    ada = augment["ada"]
+    missing = [k for k in ADA_KEYS if not hasattr(ada, "get") or ada.get(k) is None]
+    if missing:
+        return [f"augment.ada lacks {', '.join(missing)}: choose augment=ada (and set augment.ada.target=...) "
+                f"rather than writing augment.ada whole"]
+    if not augment.get("policy"):
+        return ["augment.policy=[]: ADA needs ops to apply (e.g. augment.policy=[translation]), or use augment=none"]
+    if augment.get("p", 1.0) != 1.0:
+        return [f"augment.p={augment['p']}: must be 1 under augment=ada, which sets p itself"]
+    return []

@@ -89,9 +89,16 @@ def newest_run(outputs: Path) -> Path:
     return max(lasts, key=lambda p: p.stat().st_mtime).parent.parent
 
 
-def discard_failed_start(run_dir: Path) -> None:
+def folders_in(outputs: Path) -> set[Path]:
+    """`outputs` and the folders in it, as they are before a run: what a failed start must keep."""
+    outputs = Path(outputs).absolute()
+    return {outputs, *(p for p in outputs.iterdir() if p.is_dir())} if outputs.is_dir() else set()
+
+
+def discard_failed_start(run_dir: Path, outputs: Path | None = None, kept: set[Path] = frozenset()) -> None:
     """A new run that failed before it trained leaves nothing behind: the files ganctl and Hydra
-    put into its directory go, and the directory too where nothing else is in it."""
+    put into its directory go, and the directory too where nothing else is in it, and so do the
+    empty folders above it inside `outputs` that were not there before (`kept`: folders_in())."""
     run_dir = Path(run_dir)
     if holds_run(run_dir):
         return
@@ -108,6 +115,12 @@ def discard_failed_start(run_dir: Path) -> None:
         left[0].unlink()
     if run_dir.is_dir() and not any(run_dir.iterdir()):
         run_dir.rmdir()
+        if outputs is not None:
+            outputs = Path(outputs).absolute()
+            for parent in run_dir.absolute().parents:
+                if not (parent == outputs or outputs in parent.parents) or parent in kept or any(parent.iterdir()):
+                    break
+                parent.rmdir()
 
 
 def write_result(run_dir: Path, result: dict) -> None:

@@ -9,11 +9,12 @@ import copy
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ganctl import data
 from ganctl.build import plain, resolve_target
-from ganctl.checkpoint import load_checkpoint, resolve_checkpoint
+from ganctl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
+from ganctl.memory import footprint, refuse_if_too_large
 from ganctl.models import build_discriminator, build_generator, build_loss, conditioning
 
 
@@ -59,7 +60,7 @@ def run_summary(cfg: DictConfig) -> tuple:
     if cfg.ckpt:
         path = resolve_checkpoint(cfg.ckpt, "outputs")
         state = load_checkpoint(Path(path))
-        run_cfg = OmegaConf.create(state["cfg"])
+        run_cfg = run_config(state)
         data_info = dict(state["data"])
         where = f"{path} (its saved config)"
     else:
@@ -67,6 +68,12 @@ def run_summary(cfg: DictConfig) -> tuple:
         dataset = plain(cfg.dataset)
         data_info = data.shape(resolve_target(dataset["_target_"], "dataset"), dataset)
         where = "the composed config"
+    with torch.device("meta"):  # sized first without memory: a config can ask for more than there is
+        G, D, info = nets(run_cfg, data_info)
+        fp = footprint(G, D, getattr(D, "pack", 1) or 1, run_cfg.model.z_dim, info["num_classes"])
+    refuse_if_too_large(f"model={run_cfg.model.name} on {info['img_size']} px images",
+                        2 * (fp["G"] + fp["D"]) + fp["G_acts"] + fp["D_acts"], "cpu",
+                        "lower dataset.img_size or the model's widths")
     G, D, info = nets(run_cfg, data_info)
     stats = tables(G, D, info, run_cfg.model.z_dim, cfg.depth)
     classes = f", {info['num_classes']} classes" if info["num_classes"] else ""

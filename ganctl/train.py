@@ -24,11 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ganctl import distributed, rundir
-from ganctl.build import build, reference_data
+from ganctl.build import build, plain, reference_data, resolve_target
 from ganctl.checkpoint import all_finite, load_checkpoint
-from ganctl.errors import Aborted, Interrupted, UserError
+from ganctl.data import shape as dataset_shape
+from ganctl.errors import Aborted, Interrupted, UserError, one_line
 from ganctl.evaluator import scalars
-from ganctl.models import build_loss, build_step, check_compatible
+from ganctl.models import build_loss, build_step, check_compatible, conditioning, refuse_too_large
 from ganctl.outputs import RunOutputs
 from ganctl.ranges import range_errors
 from ganctl.report import Meter
@@ -144,10 +145,15 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
     torch.backends.cudnn.benchmark = cudnn_autotuner(device, tcfg.deterministic)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
 
-    # Training set.
+    # The nets sized from the data's shape (nothing read or allocated yet), then the training set.
     B = tcfg.batch_size
+    settings = plain(cfg.dataset)
+    expected = dataset_shape(resolve_target(settings["_target_"], "dataset"), settings)
+    num_classes = conditioning(cfg.model, expected["num_classes"], B)
+    loss = build_loss(cfg, num_classes)
+    refuse_too_large(cfg, {**expected, "num_classes": num_classes}, loss, device)
     data = build(cfg.dataset, "dataset", device=device, seed=tcfg.seed, rank=ranks.rank, world_size=W)
-    num_classes = check_compatible(cfg.model, data, B, W)
+    check_compatible(cfg.model, data, B, W)  # the images themselves: empty classes, a batch they fill
     data_info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
     per_epoch = data.batches_per_epoch(B)
     log.info("data: %d images of %dx%dx%d, %d classes, %d batches of %d per epoch", len(data),
@@ -155,8 +161,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
     if W > 1:
         log.info("data parallel: %d processes (%s), batch %d each", W, torch.distributed.get_backend(), B)
 
-    # Networks, loss and optimizers.
-    loss = build_loss(cfg, num_classes)
+    # Networks and optimizers.
     train_step, ema = build_step(cfg, data_info, loss, device, autocast, ranks)
     G, D = train_step.G, train_step.D
     z_dim, noise_kind = cfg.model.z_dim, tcfg.noise
@@ -182,9 +187,12 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
                                               "opt_G": train_step.opt_G, "opt_D": train_step.opt_D})
         if train_step.ada is not None and "augment" in state:  # else p starts again from 0
             train_step.ada.load_state_dict(state["augment"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if device.type == "cuda" and state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        try:  # the CPU state's size is checked on load; a CUDA state's depends on the device
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            if device.type == "cuda" and state["rng"]["cuda"]:
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        except RuntimeError as e:
+            raise UserError(f"{path}: its saved random state does not fit this machine ({one_line(e)})") from None
         # The saved batch count, not step * n_critic: n_critic may differ on this command line.
         start_step, start_batch, epoch, best = state["step"], state["batch"], state["epoch"], state.get("best", {})
         loss.d_updates = start_batch  # one real batch per D update: lazy R1 falls on the same updates
@@ -246,15 +254,13 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
                              ", ".join(f"{k} {v}" for k, v in losses.items()), metrics["Time/img_per_s"])
                 bad = [k for k, v in metrics.items() if not math.isfinite(v)]
                 if bad:  # stop before any diverged weights are written over a good checkpoint
-                    raise UserError(f"training diverged by step {step}: {', '.join(bad)} is not finite; "
-                                    f"the last good checkpoint in {ckpt_dir} is untouched")
+                    raise diverged(step, f"{', '.join(bad)} is not finite", run_dir)
 
             # NaN weights draw black images that can score a finite FID, and must never become
             # best.pt or last.pt: checked on every rank at the same steps, so that all stop together.
             if saving or step % tcfg.sample_every == 0 or (tcfg.eval_every and step % tcfg.eval_every == 0):
                 if not all_finite(G, D, ema and ema.module):
-                    raise UserError(f"training diverged by step {step}: the weights are not finite; "
-                                    f"the last good checkpoint in {ckpt_dir} is untouched")
+                    raise diverged(step, "the weights are not finite", run_dir)
 
             # Quick eval: a few thousand samples of the averaged G against the real features; its
             # own random numbers, so that the training stream does not depend on eval settings.
@@ -333,6 +339,14 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
     if main:
         rundir.write_result(run_dir, result)
     return result
+
+
+def diverged(step: int, what: str, run_dir: Path) -> UserError:
+    """The error that stops a run whose losses or weights stopped being finite: what it keeps."""
+    last = run_dir / "checkpoints" / "last.pt"
+    kept = (f"the last good checkpoint in {last.parent} is untouched" if last.is_file()
+            else f"no checkpoint had been written yet (the log and scalars are in {run_dir})")
+    return UserError(f"training diverged by step {step}: {what}; {kept}")
 
 
 def make_evaluator(cfg, device):

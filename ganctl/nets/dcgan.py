@@ -16,8 +16,14 @@ from ganctl.nets.layers import (ConcatEmbedding, ConditionalBatchNorm2d, LabelPl
 log = logging.getLogger(__name__)
 
 
+MAX_SIZE = 256  # its widths double at each lower resolution: 64 x ngf feature maps at 4x4 from 256 px
+
+
 def base_size(img_size: int) -> tuple[int, int]:
     """(side of the lowest-resolution feature map, number of 2x up-samplings)."""
+    if img_size > MAX_SIZE:
+        raise ValueError(f"DCGAN is built for images up to {MAX_SIZE} px (its widths double at each lower "
+                         f"resolution), got {img_size}; lower dataset.img_size")
     side, n = img_size, 0
     while side % 2 == 0 and side // 2 >= 4:
         side, n = side // 2, n + 1
