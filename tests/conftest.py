@@ -92,9 +92,10 @@ def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 64, n_test: in
 
 def tiny_cifar(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, 3, 32, 32) uint8 in CIFAR's channel-first order: class k is a bright square in
-    channel k % 3 at a place of its own, plus noise."""
+    channel k % 3 at a place of its own, plus noise. The labels go on where the last seed's
+    stopped, so that the training batches together hold every class, as CIFAR-10's do."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 10
+    labels = (np.arange(n) + seed * n) % 10
     images = rng.integers(0, 40, size=(n, 3, 32, 32))
     for i, k in enumerate(labels):
         images[i, k % 3, 3 * k:3 * k + 6, 4:10] = 255
