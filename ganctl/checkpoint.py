@@ -169,6 +169,8 @@ def shape_errors(state: dict) -> list[str]:
         errors.append("cfg.model is not a model config with G and z_dim")
     if not isinstance(trainer, dict):
         errors.append("cfg.trainer is not a dict")
+    elif trainer.get("noise", "normal") not in ("normal", "uniform"):
+        errors.append(f"cfg.trainer.noise={trainer['noise']!r} is not normal or uniform")
     if "augment" in state and not _is_ada_state(state["augment"]):  # in runs with augment=ada
         errors.append("augment is not ADA's saved state (p in [0, 1], r_t in [-1, 1], finite sums)")
     return errors

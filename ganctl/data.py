@@ -226,9 +226,9 @@ class _ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        from PIL import Image
-        with Image.open(self.files[i]) as img:
-            return self.transform(eight_bit(img).convert(self.mode)), self.labels[i]
+        from PIL import Image, ImageOps
+        with Image.open(self.files[i]) as img:  # upright, as a viewer shows a phone's photo (EXIF orientation)
+            return self.transform(eight_bit(ImageOps.exif_transpose(img)).convert(self.mode)), self.labels[i]
 
 
 def folder_classes(root: Path) -> list[str]:

@@ -115,9 +115,13 @@ def test_a_crafted_state_is_refused_on_load_and_last_pt_kept(tiny_run, tmp_path,
     assert last.read_bytes() == before
 
 
-def test_a_saved_config_without_a_key_it_needs_is_one_line(tiny_run, tmp_path, ganctl):
-    path = crafted(tiny_run, tmp_path / "c.pt", lambda s: s["cfg"]["trainer"].pop("noise"))
-    one_line_error(*ganctl("sample", f"ckpt={path}", cwd=tmp_path)[::2], "saved config has no trainer.noise")
+@pytest.mark.parametrize("edit,says", [
+    (lambda s: s["cfg"]["trainer"].pop("noise"), "saved config has no trainer.noise"),
+    (lambda s: s["cfg"]["trainer"].update(noise="${oc.env:HOME}"), "cfg.trainer.noise='${oc.env:HOME}' is not normal"),
+])
+def test_a_saved_config_without_a_value_it_needs_is_one_line(tiny_run, tmp_path, ganctl, edit, says):
+    path = crafted(tiny_run, tmp_path / "c.pt", edit)
+    one_line_error(*ganctl("sample", f"ckpt={path}", cwd=tmp_path)[::2], says)
 
 
 # --- sizes ---------------------------------------------------------------------------------------
@@ -231,6 +235,16 @@ def test_wide_images_are_scaled_to_8_bit(tmp_path, kind):
     for channels in (1, 3):
         images = load_folder(str(tmp_path), 8, channels, 0, cache=True).images
         assert images.shape == (4, channels, 8, 8) and images.eq(round(level * 255)).all(), images.unique()
+
+
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
+    pixels = np.zeros((8, 16, 3), np.uint8)
+    pixels[:, :8] = 255  # stored 16 wide and 8 high, white on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    image = load_folder(str(tmp_path), 16, 1, 0, cache=True).images[0, 0].float()  # 16 x 32 upright, cropped
+    assert image[:8].mean() > 200 and image[8:].mean() < 50  # white on top once upright (else white on the left)
 
 
 def test_images_without_an_8_bit_reading_are_refused_with_a_count(tmp_path):
