@@ -1,12 +1,13 @@
-"""Write the MNIST feature classifier that ships inside the package, and print its SHIPPED entry
-for ganctl/classifier.py's table (file digest, test-split fingerprint, test accuracy).
+"""Write a feature classifier that ships inside the package (MNIST's, Fashion-MNIST's), and print
+its SHIPPED entry for ganctl/classifier.py's table (file digest, test-split fingerprint, test accuracy).
 
-    GANCTL_DATA=../shared/data python benchmarks/ship_classifier.py     # fits once, or reads the cache
+    GANCTL_DATA=../shared/data python benchmarks/ship_classifier.py [mnist|fashion_mnist]   # fits once, or reads the cache
 
 Run it again only when the classifier's network or recipe changes (classifier.VERSION).
 """
 import hashlib
 import os
+import sys
 
 import torch
 from omegaconf import OmegaConf
@@ -15,9 +16,9 @@ from ganctl.build import reference_data
 from ganctl.classifier import SHIPPED_DIR, classifier_path, fit
 
 
-def main() -> None:
+def main(name: str) -> None:
     root = os.environ.get("GANCTL_DATA", "data")
-    ref = reference_data(OmegaConf.create({"_target_": "ganctl.data.load_mnist", "root": root,
+    ref = reference_data(OmegaConf.create({"_target_": f"ganctl.data.load_{name}", "root": root,
                                            "download": False, "split": "train"}))
     cached = classifier_path(ref)
     if cached.is_file():
@@ -26,13 +27,13 @@ def main() -> None:
     else:
         clf, acc = fit(ref, "cpu")
         weights = clf.state_dict()
-    out = SHIPPED_DIR / "mnist.pt"
+    out = SHIPPED_DIR / f"{name}.pt"
     SHIPPED_DIR.mkdir(exist_ok=True)
     torch.save({"weights": weights, "test_acc": acc, "test_key": ref.test_key, "num_classes": ref.num_classes}, out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    print(f'"mnist": {{"file": "mnist.pt", "test_key": "{ref.test_key}", "sha256": "{digest}", '
+    print(f'"{name}": {{"file": "{name}.pt", "test_key": "{ref.test_key}", "sha256": "{digest}", '
           f'"test_acc": {acc:.4f}}},')
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "mnist")

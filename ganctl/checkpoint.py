@@ -2,7 +2,8 @@
 with weights_only=True, so a file can never run code and a crash never leaves a torn file.
 
     {"G", "D", "opt_G", "opt_D": state_dicts, "step", "epoch", "batch": ints,
-     "rng": {"torch", "cuda"}, "data": {"img_channels", "img_size", "num_classes"}, "cfg": dict}
+     "rng": {"torch", "cuda"}, "data": {"img_channels", "img_size", "num_classes"}, "cfg": dict,
+     "classes": the class names, where the data has them (runs since 2026-12-06)}
 """
 import copy
 import math
@@ -171,6 +172,10 @@ def shape_errors(state: dict) -> list[str]:
         errors.append("cfg.trainer is not a dict")
     elif trainer.get("noise", "normal") not in ("normal", "uniform"):
         errors.append(f"cfg.trainer.noise={trainer['noise']!r} is not normal or uniform")
+    classes = state.get("classes", [])
+    if not (isinstance(classes, list) and all(isinstance(c, str) and len(c) <= 200 for c in classes)
+            and len(classes) <= 100_000):
+        errors.append("classes is not a list of class names")
     if "augment" in state and not _is_ada_state(state["augment"]):  # in runs with augment=ada
         errors.append("augment is not ADA's saved state (p in [0, 1], r_t in [-1, 1], finite sums)")
     return errors

@@ -158,13 +158,15 @@ def classifier_path(ref: Reference) -> Path:
 
 
 # Classifiers that ship inside the package (benchmarks/ship_classifier.py writes them and prints
-# their entries), so that a first MNIST run fits nothing and every user's FIDs come from the same
+# their entries), so that a first MNIST or Fashion-MNIST run fits nothing and every user's FIDs come from the same
 # network. Each is matched by its dataset's test split (MNIST's t10k is the published file
 # everywhere) and checked by the SHA-256 of its file.
 SHIPPED_DIR = Path(__file__).parent / "classifiers"
 SHIPPED = {
     "mnist": {"file": "mnist.pt", "test_key": "5496f115dac9983f",
               "sha256": "d49639ac570f7477ba0a1a69dcb744a083c56f7bfc6a115260882adadd8b08b5", "test_acc": 0.9913},
+    "fashion_mnist": {"file": "fashion_mnist.pt", "test_key": "90f8bb67317a6e38",
+                      "sha256": "4065bde8fd75ee2747863b6437e24f7d84ce126941c72a03e582779f4d4b37d6", "test_acc": 0.9050},
 }
 
 

@@ -40,11 +40,11 @@ def run_eval(cfg) -> dict:
     result = ev.evaluate(G, state["data"]["num_classes"], run_cfg.model.z_dim, run_cfg.trainer.noise,
                          n=cfg.n, seed=cfg.seed, full=True)
     result = {"checkpoint": str(path.resolve()), "step": state["step"],
-              "generator": which, **result}
+              "generator": which, "classes": state.get("classes", []), **result}
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out = run_dir / "eval.json"
     print(f"{path} (step {state['step']}, {result['generator']})")
-    print(format_table(result), flush=True)  # before the write, which may fail: the table is not lost
+    print(format_table(result, result["classes"]), flush=True)  # before the write, which may fail: the table is not lost
     try:
         out.write_text(json.dumps(result, indent=2))
     except OSError as e:

@@ -198,7 +198,8 @@ def scalars(result: dict) -> dict:
     return {k: r["value"] for k, r in result["metrics"].items() if not isinstance(r["value"], list)}
 
 
-def format_table(result: dict) -> str:
+def format_table(result: dict, names: list[str] = ()) -> str:
+    """The metrics as a table; per-class lists by class name where `names` has one per class."""
     lines = [f"{'metric':<16} {'value':>10} {'real':>7} {'generated':>9}"]
     for name, r in result["metrics"].items():
         if isinstance(r["value"], list):
@@ -206,7 +207,8 @@ def format_table(result: dict) -> str:
         lines.append(f"{name:<16} {r['value']:>10.4g} {r['n_real']:>7} {r['n_fake']:>9}")
     for name, r in result["metrics"].items():
         if isinstance(r["value"], list):
-            lines.append(f"{name}: " + " ".join(f"{k}:{v:.3g}" for k, v in enumerate(r["value"])))
+            keys = names if len(names) == len(r["value"]) else range(len(r["value"]))
+            lines.append(f"{name}: " + " ".join(f"{k}:{v:.3g}" for k, v in zip(keys, r["value"])))
     if result["classifier_test_acc"] is not None:
         lines.append(f"feature classifier {result['classifier_key']}: "
                      f"{100 * result['classifier_test_acc']:.2f}% test accuracy")

@@ -22,8 +22,9 @@ from ganctl.runtime import resolve_device
 log = logging.getLogger(__name__)
 
 
-def requested_labels(label, num_classes: int) -> list[int] | None:
-    """The labels asked for as a list (None for an unconditional model), validated."""
+def requested_labels(label, num_classes: int, names: list[str] = ()) -> list[int] | None:
+    """The labels asked for as a list of indices (None for an unconditional model), validated:
+    each an index (label=3) or, where the run saved its class names, a name (label=food_drink)."""
     if num_classes == 0:
         if label is not None:
             raise UserError(f"label={label} given, but this model is unconditional (it has no labels)")
@@ -34,10 +35,16 @@ def requested_labels(label, num_classes: int) -> list[int] | None:
     if not labels:
         raise UserError(f"label=[] names no class; give one (label=5), a list (label=[1,2]) or none "
                         f"(every class, 0..{num_classes - 1})")
+    named = list(names) if len(names) == num_classes else []
+    indices = []
     for k in labels:
+        if isinstance(k, str) and k in named:
+            k = named.index(k)
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes:
-            raise UserError(f"label={k!r} is not a class of this model: labels are 0..{num_classes - 1}")
-    return labels
+            classes = f"0..{num_classes - 1}" + (f" or a name: {', '.join(named)}" if named else "")
+            raise UserError(f"label={k!r} is not a class of this model: labels are {classes}")
+        indices.append(k)
+    return indices
 
 
 def interpolating(value) -> bool:
@@ -93,7 +100,7 @@ def sample(cfg: DictConfig) -> Path:
     if cfg.arithmetic is not None:
         return _arithmetic(cfg, state, ckpt_path, run_cfg, num_classes)
     try:
-        labels = requested_labels(cfg.label, num_classes)
+        labels = requested_labels(cfg.label, num_classes, state.get("classes", []))
     except UserError as e:  # say which run was asked: with no ckpt= it is the newest
         raise UserError(f"{e}; model={run_cfg.model.name} of {ckpt_path}") from None
     n = cfg.n if cfg.n is not None else (10 * num_classes if cfg.label is None and num_classes else 64)
@@ -115,14 +122,17 @@ def sample(cfg: DictConfig) -> Path:
 
     nrow = math.ceil(n / len(labels)) if labels and len(labels) > 1 else math.ceil(math.sqrt(n))
     what = write(images, y, out, nrow)
-    print(f"wrote {what} to {out} from {ckpt_path} (step {state['step']})")
+    names = state.get("classes", [])
+    rows = (f"; a row per class: {', '.join(names[k] for k in labels)}"
+            if labels and len(labels) > 1 and len(names) == num_classes and out.suffix == ".png" else "")
+    print(f"wrote {what} to {out} from {ckpt_path} (step {state['step']}){rows}")
     return out
 
 
 def _interpolate(cfg, state: dict, ckpt_path: Path, run_cfg, num_classes: int) -> Path:
     from ganctl import interpolate
     mode = "z" if str(cfg.interpolate).lower() == "true" else str(cfg.interpolate)
-    given = requested_labels(cfg.label, num_classes) if cfg.label is not None else None
+    given = requested_labels(cfg.label, num_classes, state.get("classes", [])) if cfg.label is not None else None
     rows = cfg.n if cfg.n is not None else 8
     if rows < 1 or rows * cfg.steps > GRID_MAX:
         raise UserError(f"n={rows} paths of steps={cfg.steps} images: an interpolation draws 1 to {GRID_MAX} "
@@ -142,7 +152,7 @@ def _arithmetic(cfg, state: dict, ckpt_path: Path, run_cfg, num_classes: int) ->
     from ganctl import arithmetic
     label = None
     if num_classes:
-        labels = requested_labels(cfg.label, num_classes) if cfg.label is not None else []
+        labels = requested_labels(cfg.label, num_classes, state.get("classes", [])) if cfg.label is not None else []
         if len(labels) != 1:
             raise UserError(f"arithmetic= on a conditional model needs one label (label=5); "
                             f"classes are 0..{num_classes - 1}")

@@ -106,16 +106,16 @@ def train(cfg: DictConfig, run_dir: Path, started: float | None = None) -> dict:
 
 
 def checkpoint_state(step: int, epoch: int, batch: int, train_step: TrainStep, ema, best: dict,
-                     data_info: dict, cfg_dict: dict, world_size: int, device) -> dict:
+                     data_info: dict, classes: list[str], cfg_dict: dict, world_size: int, device) -> dict:
     """What last.pt, step_N.pt and best.pt hold: every state the run needs to go on exactly,
-    the RNG and the count of real batches D has seen included."""
+    the RNG and the count of real batches D has seen included, and the names of the classes."""
     return {"G": train_step.G.state_dict(), "D": train_step.D.state_dict(),
             **({"G_ema": ema.at(step).state_dict()} if ema is not None else {}),
             "opt_G": train_step.opt_G.state_dict(), "opt_D": train_step.opt_D.state_dict(),
             "step": step, "epoch": epoch, "batch": batch, "world_size": world_size,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-            "data": data_info, "cfg": cfg_dict, "best": dict(best),
+            "data": data_info, "classes": list(classes), "cfg": cfg_dict, "best": dict(best),
             **({"augment": train_step.ada.state_dict()} if train_step.ada is not None else {})}
 
 
@@ -284,7 +284,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
                     if out.eval(step, values):
                         out.best_checkpoint(checkpoint_state(
                             step, epoch, start_batch + (step - start_step) * loss.n_critic, train_step, ema,
-                            out.best, data_info, cfg_dict, W, device))
+                            out.best, data_info, data.class_names, cfg_dict, W, device))
                     eval_metrics = {f"Eval/{k}": v for k, v in values.items()}
                     wall["eval"] += time.perf_counter() - t0
 
@@ -306,7 +306,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
                 if main:
                     out.checkpoint(step, checkpoint_state(
                         step, epoch, start_batch + (step - start_step) * loss.n_critic, train_step, ema,
-                        out.best, data_info, cfg_dict, W, device))
+                        out.best, data_info, data.class_names, cfg_dict, W, device))
 
             if stopping:
                 name = signal.Signals(stop.signum or signal.SIGTERM).name

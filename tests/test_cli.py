@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import options, run_ganctl
+from conftest import one_line_error, options, run_ganctl
 
 TINY = ["trainer.batch_size=16", "trainer.max_steps=3", "trainer.log_every=1", "trainer.sample_every=3",
         "trainer.progress=false", "trainer.device=cpu", "dataset.download=false"]
@@ -254,3 +254,16 @@ def test_off_a_terminal_training_logs_a_line_per_log_step_instead_of_a_bar(tmp_p
     log = (tmp_path / "run" / "train.log").read_text()
     assert "step 1/2: Loss/D" in log and "step 2/2: Loss/D" in log
     assert "\r" not in out + err and "it/s" not in out + err  # no tqdm redraws in a log
+
+
+def test_a_folder_run_samples_its_classes_by_name_or_index(tmp_path, make_cfg, ganctl, image_folder):
+    from ganctl.train import train
+    train(make_cfg("model=cdcgan", "dataset=folder", f"dataset.root={image_folder}", "dataset.img_size=16"),
+          tmp_path / "run")
+    code, out, err = ganctl("sample", "ckpt=run", "out=all.png", cwd=tmp_path)
+    assert code == 0 and out.strip().endswith("a row per class: cats, dogs"), err
+    for label in ("dogs", "1"):
+        assert ganctl("sample", "ckpt=run", f"label={label}", f"out={label}.png", cwd=tmp_path)[0] == 0
+    assert (tmp_path / "dogs.png").read_bytes() == (tmp_path / "1.png").read_bytes()
+    one_line_error(*ganctl("sample", "ckpt=run", "label=birds", cwd=tmp_path)[::2],
+                   "label='birds' is not a class of this model: labels are 0..1 or a name: cats, dogs")

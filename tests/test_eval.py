@@ -217,12 +217,14 @@ def test_the_shipped_classifier_is_the_recorded_file(tmp_path):
     FeatureClassifier(1, 10).load_state_dict(state["weights"])  # the network of this VERSION
 
 
-@pytest.mark.skipif(not (REAL_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file(), reason="no real MNIST")
-def test_real_mnist_gets_the_shipped_classifier_without_a_fit(monkeypatch):
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_real_data_gets_the_shipped_classifier_without_a_fit(monkeypatch, name, folder):
     from ganctl import classifier
-    ref = reference_data(dataset_cfg(REAL_DATA))
+    if not (REAL_DATA / folder / "raw" / "t10k-images-idx3-ubyte").is_file():
+        pytest.skip(f"no real {folder}")
+    ref = reference_data(dataset_cfg(REAL_DATA, name))
     monkeypatch.setattr(classifier, "fit", lambda *a, **k: pytest.fail("fitted although one ships"))
     clf, acc = load_or_fit(ref, "cpu")
-    assert acc == classifier.SHIPPED["mnist"]["test_acc"]
+    assert acc == classifier.SHIPPED[name]["test_acc"]
     assert classifier.accuracy(clf, ref.test_x, ref.test_y) == pytest.approx(acc, abs=5e-5)  # as recorded
     assert not classifier_path(ref).exists()  # nothing written to the cache

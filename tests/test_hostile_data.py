@@ -118,6 +118,7 @@ def test_a_crafted_state_is_refused_on_load_and_last_pt_kept(tiny_run, tmp_path,
 @pytest.mark.parametrize("edit,says", [
     (lambda s: s["cfg"]["trainer"].pop("noise"), "saved config has no trainer.noise"),
     (lambda s: s["cfg"]["trainer"].update(noise="${oc.env:HOME}"), "cfg.trainer.noise='${oc.env:HOME}' is not normal"),
+    (lambda s: s.update(classes=[torch.zeros(3)]), "classes is not a list of class names"),
 ])
 def test_a_saved_config_without_a_value_it_needs_is_one_line(tiny_run, tmp_path, ganctl, edit, says):
     path = crafted(tiny_run, tmp_path / "c.pt", edit)
