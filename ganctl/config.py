@@ -228,6 +228,7 @@ class Backbone(str, Enum):
 class EvalConfig:
     backbone: Backbone = MISSING
     inception_weights: Optional[str] = MISSING
+    real_n: Optional[int] = MISSING
 
 
 @dataclass

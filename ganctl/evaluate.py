@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-from ganctl.build import reference_data
+from ganctl.build import plain, reference_data
 from ganctl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from ganctl.classifier import classifier_path, load_or_fit, shipped_classifier
 from ganctl.errors import UserError, one_line
@@ -36,7 +36,7 @@ def run_eval(cfg) -> dict:
     device = resolve_device(cfg.device, key="device")
     which = "G_ema" if cfg.generator == "ema" and "G_ema" in state else "G"
     G = load_generator(state, path, which, device)
-    ev = Evaluator(reference_data(run_cfg.dataset), device, cfg.eval.backbone, cfg.eval.inception_weights)
+    ev = Evaluator(reference_data(run_cfg.dataset), device, **plain(cfg.eval))
     result = ev.evaluate(G, state["data"]["num_classes"], run_cfg.model.z_dim, run_cfg.trainer.noise,
                          n=cfg.n, seed=cfg.seed, full=True)
     result = {"checkpoint": str(path.resolve()), "step": state["step"],

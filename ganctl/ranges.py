@@ -91,6 +91,7 @@ RANGES = [
     ("augment.policy", "a list of distinct ops of " + ", ".join(OPS),
      lambda v: all(p in OPS for p in v) and len(set(v)) == len(v)),
     ("depth", ">= 1", lambda v: v >= 1),  # ganctl summary
+    ("eval.real_n", "null or >= 4 (two halves)", lambda v: v is None or v >= 4),
     ("trainer.compile", "one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES),
 ]
 

@@ -354,7 +354,7 @@ def make_evaluator(cfg, device):
     from ganctl.evaluator import Evaluator  # torchmetrics: imported only where eval is on
     try:
         with rng_untouched(device):
-            return Evaluator(reference_data(cfg.dataset), device, cfg.eval.backbone, cfg.eval.inception_weights)
+            return Evaluator(reference_data(cfg.dataset), device, **plain(cfg.eval))
     except UserError as e:
         log.warning("quick eval is off: %s", e)
         return None

