@@ -144,5 +144,11 @@ def summary_app(cfg: DictConfig) -> None:
     report_user_errors(run_summary, cfg)
 
 
+@hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="export")
+def export_app(cfg: DictConfig) -> None:
+    from ganctl.export import run_export
+    report_user_errors(run_export, cfg)
+
+
 COMMANDS = {"train": train_app, "sample": sample_app, "eval": eval_app, "summary": summary_app,
-            "fit-classifier": fit_classifier_app}
+            "fit-classifier": fit_classifier_app, "export": export_app}

@@ -20,6 +20,7 @@ commands:
   eval     FID, KID, IS, precision/recall, label accuracy of a trained generator
   summary  G and D as layer tables: shapes, parameters, multiply-adds (ganctl summary --help)
   fit-classifier  train and cache the feature classifier that eval uses
+  export   the generator as one file that needs no ganctl (torch.export .pt2 or ONNX)
 
 examples:
   ganctl train model=cdcgan loss=wgan_gp
@@ -27,6 +28,7 @@ examples:
   ganctl sample label=5 n=64 out=fives.png
   ganctl eval ckpt=outputs/<day>/<run> n=10000
   ganctl summary model=cdcgan dataset=cifar10
+  ganctl export ckpt=outputs/<day>/<run> format=onnx
 """
 
 
@@ -101,7 +103,7 @@ def _sweep_jobs(args: list[str]) -> list[list[str]]:
 
 
 CONFIG_NAMES = {"train": "train", "sample": "sample", "eval": "eval", "fit-classifier": "fit_classifier",
-                "summary": "summary"}
+                "summary": "summary", "export": "export"}
 
 
 def _flat_keys(node, prefix: str = "") -> list[str]:
@@ -395,7 +397,7 @@ def _main(args: list[str]) -> None:
               f"result.json and in summary.md", 1)
 
 
-COMMAND_NAMES = ("train", "sample", "eval", "summary", "fit-classifier")
+COMMAND_NAMES = ("train", "sample", "eval", "summary", "fit-classifier", "export")
 
 
 def _complete(args: list[str]) -> None:

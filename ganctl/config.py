@@ -294,6 +294,16 @@ class EvalCommandConfig:
 
 
 @dataclass
+class ExportConfig:
+    ckpt: Optional[str] = MISSING
+    which: str = MISSING
+    generator: str = MISSING
+    format: str = MISSING
+    out: Optional[str] = MISSING
+    outputs: str = MISSING
+
+
+@dataclass
 class FitClassifierConfig:
     dataset: Any = MISSING
     epochs: int = MISSING
@@ -346,6 +356,7 @@ def register() -> None:
     cs.store(name="summary_schema", node=SummaryConfig)
     cs.store(name="eval_schema", node=EvalCommandConfig)
     cs.store(name="fit_classifier_schema", node=FitClassifierConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     for group, name, node in [
         ("model", "mlp", MLPModelConfig),
         ("model", "dcgan", DCGANModelConfig),

@@ -9,42 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from ganctl.api import GRID_MAX, averaged_generator, check_interpolation, requested_labels, unused_name
 from ganctl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from ganctl.errors import UserError, one_line
 from ganctl.generate import generate
 from ganctl.memory import refuse_if_too_large
-from ganctl.models import load_generator
 from ganctl.runtime import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def requested_labels(label, num_classes: int, names: list[str] = ()) -> list[int] | None:
-    """The labels asked for as a list of indices (None for an unconditional model), validated:
-    each an index (label=3) or, where the run saved its class names, a name (label=food_drink)."""
-    if num_classes == 0:
-        if label is not None:
-            raise UserError(f"label={label} given, but this model is unconditional (it has no labels)")
-        return None
-    if label is None:
-        return list(range(num_classes))
-    labels = list(label) if OmegaConf.is_list(label) or isinstance(label, (list, tuple)) else [label]
-    if not labels:
-        raise UserError(f"label=[] names no class; give one (label=5), a list (label=[1,2]) or none "
-                        f"(every class, 0..{num_classes - 1})")
-    named = list(names) if len(names) == num_classes else []
-    indices = []
-    for k in labels:
-        if isinstance(k, str) and k in named:
-            k = named.index(k)
-        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes:
-            classes = f"0..{num_classes - 1}" + (f" or a name: {', '.join(named)}" if named else "")
-            raise UserError(f"label={k!r} is not a class of this model: labels are {classes}")
-        indices.append(k)
-    return indices
 
 
 def interpolating(value) -> bool:
@@ -52,7 +27,6 @@ def interpolating(value) -> bool:
     return value not in (None, False, "false", "False")
 
 
-GRID_MAX = 10_000  # a PNG grid of more images is too large to open: use .npz or a folder
 
 
 def write(as_uint8: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -> str:
@@ -75,21 +49,6 @@ def _write(as_uint8: torch.Tensor, labels: torch.Tensor, out: Path, nrow: int) -
     for i, (img, y) in enumerate(zip(as_uint8, labels.tolist())):
         save_image(img.float() / 255, out / (f"{i:06d}_label{y}.png" if y >= 0 else f"{i:06d}.png"))
     return f"{len(as_uint8)} PNG files"
-
-
-def unused_name(path: Path, *also: str) -> Path:
-    """`path`, or path_1, path_2, ... where it (or its sibling with a suffix in `also`) exists:
-    the default output never overwrites an earlier one (a named `out=` is the user's choice)."""
-    candidate, i = path, 0
-    while any(candidate.with_suffix(s).exists() for s in (path.suffix, *also)):
-        i += 1
-        candidate = path.with_name(f"{path.stem}_{i}{path.suffix}")
-    return candidate
-
-
-def averaged_generator(state: dict, ckpt_path: Path, device):
-    """The run's generator for drawing: the moving average of G's weights where the run kept one."""
-    return load_generator(state, ckpt_path, "G_ema" if "G_ema" in state else "G", device)
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -134,9 +93,7 @@ def _interpolate(cfg, state: dict, ckpt_path: Path, run_cfg, num_classes: int) -
     mode = "z" if str(cfg.interpolate).lower() == "true" else str(cfg.interpolate)
     given = requested_labels(cfg.label, num_classes, state.get("classes", [])) if cfg.label is not None else None
     rows = cfg.n if cfg.n is not None else 8
-    if rows < 1 or rows * cfg.steps > GRID_MAX:
-        raise UserError(f"n={rows} paths of steps={cfg.steps} images: an interpolation draws 1 to {GRID_MAX} "
-                        f"images in one PNG and GIF; ask for fewer")
+    check_interpolation(rows, cfg.steps)
     device = resolve_device(cfg.device, key="device")
     G = averaged_generator(state, ckpt_path, device)
     step = state["step"]

@@ -1,7 +1,7 @@
 """The package's import graph: no cycles, and nothing imports upward.
 
     cli, apps, sweep, config  (Hydra: the edge)
-      -> commands: train, sample, evaluate, summary
+      -> commands: train, sample, evaluate, summary, export
         -> everything else (build, models, step, data, checkpoint, metrics, evaluator, ...)
           -> nets, losses
 
@@ -14,7 +14,7 @@ import ganctl
 
 PACKAGE = Path(ganctl.__file__).parent
 EDGE = {"cli", "apps", "sweep", "config", "__main__"}
-COMMANDS = {"train", "sample", "evaluate", "summary"}
+COMMANDS = {"train", "sample", "evaluate", "summary", "export"}
 
 
 def module_name(path: Path) -> str:
