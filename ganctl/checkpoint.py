@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ganctl.data import MAX_IMG_SIZE
 from ganctl.errors import UserError, free_space, one_line
 from ganctl.rundir import newest_run
 
@@ -161,7 +162,7 @@ def shape_errors(state: dict) -> list[str]:
         if not _is_int(state[name], 0, 2**62):
             errors.append(f"{name}={state[name]!r} is not a count")
     data = state["data"] if isinstance(state["data"], dict) else {}
-    for key, lo, hi in (("img_channels", 1, 4), ("img_size", 1, 4096), ("num_classes", 0, 100_000)):
+    for key, lo, hi in (("img_channels", 1, 4), ("img_size", 1, MAX_IMG_SIZE), ("num_classes", 0, 100_000)):
         if not _is_int(data.get(key), lo, hi):
             errors.append(f"data.{key}={data.get(key)!r} is not in [{lo}, {hi}]")
     cfg = state["cfg"] if isinstance(state["cfg"], dict) else {}
