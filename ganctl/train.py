@@ -3,8 +3,8 @@
     ganctl train model=cdcgan loss=wgan_gp        # the CLI composes cfg and calls train()
 
 A step is one generator update after `loss.n_critic` discriminator updates, each on a fresh real
-batch. Scalars stay on the device and are read every `trainer.log_every` steps, the only host
-syncs of the loop besides sample grids and checkpoints.
+batch. Scalars stay on the device and are read every `trainer.log_every` steps, the loop's regular
+host sync (the others: sample grids, checkpoints and their finite check, quick evals).
 
 Under torchrun (W processes) G and D are wrapped in DistributedDataParallel, each rank takes its
 block of every global batch of B*W and the slice of the global batch's noise, and rank 0 alone

@@ -1,4 +1,5 @@
-"""The installed `ganctl` command, run in a subprocess the way a user types it."""
+"""The `ganctl` command end to end, driven in this process as a user types it (conftest.run_ganctl);
+one test starts the installed console script itself."""
 import json
 
 import numpy as np
