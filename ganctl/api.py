@@ -52,12 +52,6 @@ def requested_labels(label, num_classes: int, names: list[str] = ()) -> list[int
     return indices
 
 
-def averaged_generator(state: dict, ckpt_path: Path, device):
-    """The run's generator for drawing: the moving average of G's weights where the run kept one."""
-    return load_generator(state, ckpt_path, "G_ema" if "G_ema" in state else "G", device)
-
-
-
 def unused_name(path: Path, *also: str) -> Path:
     """`path`, or path_1, path_2, ... where it (or its sibling with a suffix in `also`) exists:
     the default output never overwrites an earlier one (a named `out=` is the user's choice)."""
@@ -66,6 +60,17 @@ def unused_name(path: Path, *also: str) -> Path:
         i += 1
         candidate = path.with_name(f"{path.stem}_{i}{path.suffix}")
     return candidate
+
+
+def checkpoint_of(ckpt: str | Path | None, which: str, outputs: str) -> Path:
+    """The checkpoint file that `ckpt` names; `which=best` takes checkpoints/best.pt of a run
+    directory where the run kept one (a named file is taken as it is)."""
+    if which not in ("best", "last"):
+        raise UserError(f"which={which}: choose best or last")
+    last = resolve_checkpoint(None if ckpt is None else str(ckpt), outputs)
+    named_a_file = ckpt is not None and Path(ckpt).expanduser().is_file()
+    best = last.with_name("best.pt")
+    return best if which == "best" and not named_a_file and best.is_file() else last
 
 
 def check_interpolation(n: int, steps: int) -> None:
@@ -78,14 +83,12 @@ class Generator:
     """A run's generator (its moving average of weights where it kept one), ready to draw.
     `module` is the torch module: G(z, labels) -> float images in [-1, 1]."""
 
-    def __init__(self, path: str | Path, which: str = "last", generator: str = "ema", device: str = "auto"):
-        if which not in ("last", "best"):
-            raise UserError(f"which={which}: choose last or best")
+    def __init__(self, path: str | Path | None, which: str = "last", generator: str = "ema", device: str = "auto",
+                 outputs: str = "outputs"):
+        """path: a run directory or checkpoint file; None: the newest run under `outputs`."""
         if generator not in ("ema", "raw"):
-            raise UserError(f"generator={generator}: choose ema or raw")
-        ckpt = resolve_checkpoint(str(path))
-        if which == "best" and (ckpt.parent / "best.pt").is_file() and not Path(path).is_file():
-            ckpt = ckpt.parent / "best.pt"
+            raise UserError(f"generator={generator}: must be ema or raw")
+        ckpt = checkpoint_of(path, which, outputs)
         state = load_checkpoint(ckpt)
         cfg = run_config(state)
         self.path, self.step, self.config = ckpt, state["step"], cfg  # the saved config, as data
@@ -106,17 +109,24 @@ class Generator:
         """`label` (an index, a class name, a list of them, or None for every class) as indices."""
         return requested_labels(label, self.num_classes, self.classes)
 
-    def sample(self, n: int | None = None, label=None, seed: int = 0, value_range: tuple | None = None):
-        """n images as `ganctl sample n=... label=... seed=...` writes them: uint8 (n, C, H, W), label-
-        major with the same z for every label; `value_range=(0, 1)` maps them to floats in that range.
-        n defaults as there: 10 per class for a conditional model asked for every class, else 64."""
-        labels = self.labels(label)
-        n = n if n is not None else (10 * self.num_classes if label is None and self.num_classes else 64)
+    def default_n(self, label=None) -> int:
+        """10 per class for a conditional model asked for every class, else 64."""
+        return 10 * self.num_classes if label is None and self.num_classes else 64
+
+    def draw(self, n: int, labels: list[int] | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n uint8 images (n, C, H, W), label-major with the same z for every label of `labels`
+        (indices, from labels()), and their labels (-1 without classes): what `ganctl sample` writes."""
         if n < 1:
             raise UserError(f"n={n}: ask for at least one image")
         refuse_if_too_large(f"n={n} images of {self.img_channels}x{self.img_size}x{self.img_size}",
-                            n * self.img_channels * self.img_size ** 2, "cpu", "ask for fewer")
-        images, _ = generate(self.module, n, labels, self.z_dim, self.noise, seed, self.device)
+                            n * self.img_channels * self.img_size ** 2, "cpu", "ask for fewer with n=")
+        return generate(self.module, n, labels, self.z_dim, self.noise, seed, self.device)
+
+    def sample(self, n: int | None = None, label=None, seed: int = 0, value_range: tuple | None = None):
+        """n images as `ganctl sample n=... label=... seed=...` writes them: uint8 (n, C, H, W), label-
+        major with the same z for every label; `value_range=(0, 1)` maps them to floats in that range.
+        n defaults as there (default_n)."""
+        images, _ = self.draw(n if n is not None else self.default_n(label), self.labels(label), seed)
         if value_range is None:
             return images
         lo, hi = value_range

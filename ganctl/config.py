@@ -282,25 +282,26 @@ class SampleConfig:
 
 
 @dataclass
-class EvalCommandConfig:
+class RunGeneratorConfig:
+    """The keys of the commands that read one generator from a run (eval, export)."""
     ckpt: Optional[str] = MISSING
     which: str = MISSING
     generator: str = MISSING
+    outputs: str = MISSING
+
+
+@dataclass
+class EvalCommandConfig(RunGeneratorConfig):
     n: int = MISSING
     seed: int = MISSING
     device: str = MISSING
-    outputs: str = MISSING
     eval: EvalConfig = MISSING
 
 
 @dataclass
-class ExportConfig:
-    ckpt: Optional[str] = MISSING
-    which: str = MISSING
-    generator: str = MISSING
+class ExportConfig(RunGeneratorConfig):
     format: str = MISSING
     out: Optional[str] = MISSING
-    outputs: str = MISSING
 
 
 @dataclass

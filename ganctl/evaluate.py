@@ -4,48 +4,27 @@ computes them), and the feature classifier they use, fitted ahead of time.
     ganctl eval ckpt=outputs/<day>/<run> n=10000      # a table, and <run>/eval.json
 """
 import json
-from pathlib import Path
 
-
+from ganctl.api import Generator
 from ganctl.build import plain, reference_data
-from ganctl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from ganctl.classifier import classifier_path, load_or_fit, shipped_classifier
 from ganctl.errors import UserError, one_line
 from ganctl.evaluator import Evaluator, format_table
-from ganctl.models import load_generator
 from ganctl.runtime import resolve_device
-
-
-def eval_checkpoint_path(ckpt: str | None, which: str, outputs: str) -> Path:
-    """`which=best` takes checkpoints/best.pt of a run directory where the run kept one."""
-    if which not in ("best", "last"):
-        raise UserError(f"which={which}: choose best or last")
-    last = resolve_checkpoint(ckpt, outputs)
-    named_a_file = ckpt is not None and Path(ckpt).expanduser().is_file()
-    best = last.with_name("best.pt")
-    return best if which == "best" and not named_a_file and best.is_file() else last
 
 
 def run_eval(cfg) -> dict:
     """`ganctl eval`: metrics of one checkpoint, printed and written to <run>/eval.json
     (eval_inception.json with eval=inception)."""
-    if cfg.generator not in ("ema", "raw"):
-        raise UserError(f"generator={cfg.generator}: must be ema or raw")
-    path = eval_checkpoint_path(cfg.ckpt, cfg.which, cfg.outputs)
-    state = load_checkpoint(path)
-    run_cfg = run_config(state)
-    device = resolve_device(cfg.device, key="device")
-    which = "G_ema" if cfg.generator == "ema" and "G_ema" in state else "G"
-    G = load_generator(state, path, which, device)
-    ev = Evaluator(reference_data(run_cfg.dataset), device, **plain(cfg.eval))
-    result = ev.evaluate(G, state["data"]["num_classes"], run_cfg.model.z_dim, run_cfg.trainer.noise,
-                         n=cfg.n, seed=cfg.seed, full=True)
-    result = {"checkpoint": str(path.resolve()), "step": state["step"],
-              "generator": which, "classes": state.get("classes", []), **result}
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    G = Generator(cfg.ckpt, cfg.which, cfg.generator, cfg.device, cfg.outputs)
+    ev = Evaluator(reference_data(G.config.dataset), G.device, **plain(cfg.eval))
+    result = ev.evaluate(G.module, G.num_classes, G.z_dim, G.noise, n=cfg.n, seed=cfg.seed, full=True)
+    result = {"checkpoint": str(G.path.resolve()), "step": G.step, "generator": G.which, "classes": G.classes,
+              **result}
+    run_dir = G.path.parent.parent if G.path.parent.name == "checkpoints" else G.path.parent
     backbone = getattr(cfg.eval.backbone, "value", cfg.eval.backbone)
     out = run_dir / ("eval.json" if backbone == "classifier" else f"eval_{backbone}.json")  # one file per feature kind
-    print(f"{path} (step {state['step']}, {result['generator']})")
+    print(f"{G.path} (step {G.step}, {G.which})")
     print(format_table(result, result["classes"]), flush=True)  # before the write, which may fail: the table is not lost
     try:
         out.write_text(json.dumps(result, indent=2))

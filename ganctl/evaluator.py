@@ -15,13 +15,13 @@ import math
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ganctl import metrics
 from ganctl.checkpoint import save_checkpoint
 from ganctl.classifier import Reference, cache_dir, load_or_fit, weights_tag
 from ganctl.errors import Aborted, UserError
 from ganctl.generate import generate
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,15 @@ def inception_backbone(weights: str | None, device):
     return TFInception(path, device)
 
 
+def rgb_batches(images: torch.Tensor, batch_size: int, device):
+    """uint8 images in batches on `device`, grey ones as RGB (Inception reads three channels), with a
+    progress bar when there are many (a CPU embeds a few images a second)."""
+    for i in tqdm(range(0, len(images), batch_size), desc="inception", unit="batch", leave=False,
+                  disable=len(images) < 20 * batch_size):
+        x = images[i:i + batch_size].to(device)
+        yield x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
 def resize_tf(x: torch.Tensor, side: int) -> torch.Tensor:
     """Bilinear resize as TF1's resize_bilinear without half-pixel centres, which the TF Inception's
     FIDs were computed with: output pixel i reads the input at i * in / out, clamped at the border."""
@@ -100,11 +109,8 @@ class TFInception:
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 50):
         feats = []
-        for i in tqdm(range(0, len(images), batch_size), desc="inception", unit="batch", leave=False,
-                      disable=len(images) < 20 * batch_size):
-            x = images[i:i + batch_size].to(self.device).float()
-            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # grey -> RGB
-            x = resize_tf(x, INCEPTION_SIDE) if x.shape[-1] != INCEPTION_SIDE else x
+        for x in rgb_batches(images, batch_size, self.device):
+            x = resize_tf(x.float(), INCEPTION_SIDE) if x.shape[-1] != INCEPTION_SIDE else x.float()
             feats.append(self.net(x / 128 - 1).float())
         return torch.cat(feats), None
 
@@ -126,9 +132,7 @@ class InceptionBackbone:
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 200):
         feats, logits = [], []
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(self.device)
-            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # grey -> RGB
+        for x in rgb_batches(images, batch_size, self.device):
             feats.append(self.pool(x).float())
             logits.append(self.logits(x).float())
         return torch.cat(feats), torch.cat(logits)

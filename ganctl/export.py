@@ -117,7 +117,7 @@ def run_export(cfg) -> Path:
     """The command: write the file, then print its size and speed."""
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format}: choose {' or '.join(FORMATS)}")
-    G = Generator(cfg.ckpt if cfg.ckpt is not None else _newest(cfg.outputs), cfg.which, cfg.generator, "cpu")
+    G = Generator(cfg.ckpt, cfg.which, cfg.generator, "cpu", cfg.outputs)
     run_dir = G.path.parent.parent if G.path.parent.name == "checkpoints" else G.path.parent
     out = Path(cfg.out) if cfg.out else unused_name(run_dir / f"generator.{cfg.format}")
     if out.suffix != f".{cfg.format}":
@@ -142,8 +142,3 @@ def run_export(cfg) -> Path:
           f"{speed:,.0f} images/s on this CPU at batch 64; inputs {', '.join(meta['inputs'])}, output "
           f"{meta['output']}")
     return out
-
-
-def _newest(outputs: str) -> Path:
-    from ganctl.rundir import newest_run
-    return newest_run(Path(outputs))
