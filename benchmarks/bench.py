@@ -47,12 +47,12 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from ganctl import config
-from ganctl.build import build
+from ganctl.config import schema
+from ganctl.config.build import build
 from ganctl.data import load_mnist
-from ganctl.models import build_discriminator, build_generator, build_loss, build_step, conditioning
-from ganctl.runtime import cudnn_autotuner, device_name, resolve_device
-from ganctl.train import real_batches
+from ganctl.training.wiring import build_discriminator, build_generator, build_loss, build_step, conditioning
+from ganctl.training.runtime import cudnn_autotuner, device_name, resolve_device
+from ganctl.training.loop import real_batches
 
 MNIST_TRAIN = 60_000
 
@@ -369,7 +369,7 @@ def main(argv=None):
                    help="largest side of the square matmul that sets the arithmetic peak (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<device>-<date>.json)")
     args = p.parse_args(argv)
-    config.register()
+    schema.register()
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     args.steps = args.steps or (200 if cuda else 20)

@@ -15,8 +15,8 @@ import torch
 from omegaconf import open_dict
 
 from ganctl.data import load_folder
-from ganctl.models import build_loss, build_step, conditioning
-from ganctl.runtime import device_name, resolve_device
+from ganctl.training.wiring import build_loss, build_step, conditioning
+from ganctl.training.runtime import device_name, resolve_device
 
 
 def rate(batches, n_images: int, sync) -> float:
@@ -49,8 +49,8 @@ def main(argv=None) -> None:
     serve = rate(cached.epoch(0, args.batch), per_epoch, sync)
 
     from hydra import compose, initialize_config_module
-    from ganctl import config
-    config.register()
+    from ganctl.config import schema
+    schema.register()
     with initialize_config_module("ganctl.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"model={args.model}", f"loss={args.loss}", f"trainer.batch_size={args.batch}"])
     num_classes = conditioning(cfg.model, cached.num_classes, args.batch)

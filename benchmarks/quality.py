@@ -38,7 +38,7 @@ def options(group: str) -> list[str]:
 
 def machine() -> str:
     """The machine that the runs' `trainer.device=auto` trains on."""
-    from ganctl.runtime import device_name, resolve_device
+    from ganctl.training.runtime import device_name, resolve_device
     return device_name(resolve_device("auto"))
 
 

@@ -1,5 +1,5 @@
 """Write a feature classifier that ships inside the package (MNIST's, Fashion-MNIST's), and print
-its SHIPPED entry for ganctl/classifier.py's table (file digest, test-split fingerprint, test accuracy).
+its SHIPPED entry for ganctl/evaluation/classifier.py's table (file digest, test-split fingerprint, test accuracy).
 
     GANCTL_DATA=../shared/data python benchmarks/ship_classifier.py [mnist|fashion_mnist]   # fits once, or reads the cache
 
@@ -12,8 +12,8 @@ import sys
 import torch
 from omegaconf import OmegaConf
 
-from ganctl.build import reference_data
-from ganctl.classifier import SHIPPED_DIR, classifier_path, fit
+from ganctl.evaluation.classifier import reference_data
+from ganctl.evaluation.classifier import SHIPPED_DIR, classifier_path, fit
 
 
 def main(name: str) -> None:

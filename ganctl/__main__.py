@@ -1,5 +1,5 @@
 """`python -m ganctl train ...` is the same as `ganctl train ...` (torchrun uses this form)."""
-from ganctl.cli import main
+from ganctl.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ganctl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
+from ganctl.run.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from ganctl.data import to_uint8
 from ganctl.errors import UserError
-from ganctl.generate import generate
-from ganctl.memory import refuse_if_too_large
-from ganctl.models import load_generator
-from ganctl.runtime import resolve_device
+from ganctl.sampling.generate import generate
+from ganctl.training.memory import refuse_if_too_large
+from ganctl.training.wiring import load_generator
+from ganctl.training.runtime import resolve_device
 
 GRID_MAX = 10_000  # a PNG grid (or interpolation) of more images is too large to open: use .npz or a folder
 
@@ -136,7 +136,7 @@ class Generator:
                     spherical: bool = False) -> torch.Tensor:
         """`ganctl sample interpolate=...`: uint8 (n, steps, C, H, W), a row per path (z: between two
         random latents, the label fixed; label: from label[0] to label[1] at fixed z)."""
-        from ganctl import interpolate
+        from ganctl.sampling import interpolate
         check_interpolation(n, steps)
         given = self.labels(label) if label is not None else None
         x = interpolate.paths(self.module, mode, n, steps, given, self.num_classes, self.z_dim, self.noise, seed,

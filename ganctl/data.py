@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ganctl.errors import UserError, one_line
-from ganctl.memory import refuse_if_too_large
+from ganctl.training.memory import refuse_if_too_large
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class FolderImages:
     """Images under root/<class>/ (or directly under root: one class), resized and
     center-cropped to img_size, read by a DataLoader."""
 
-    def __init__(self, root: str, img_size: int = 64, channels: int = 3, num_workers: int = 2,
+    def __init__(self, root: str, img_size: int, channels: int, num_workers: int,
                  limit: int | None = None, device="cpu", seed: int = 0, rank: int = 0, world_size: int = 1):
         from torchvision import transforms as T
         root_path = Path(root).expanduser().resolve()

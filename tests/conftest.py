@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_module
 import yaml
 from PIL import Image
 
-from ganctl import config
-from ganctl.train import train
+from ganctl.config import schema
+from ganctl.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 GROUPS = ("model", "loss", "dataset", "optimizer", "trainer")
@@ -135,7 +135,7 @@ def short_classifier_fit(monkeypatch):
     instead of at least 100, for tests of what is done with a fit rather than of how well it learns."""
     import functools
 
-    from ganctl import classifier
+    from ganctl.evaluation import classifier
 
     def set_steps(steps: int):
         monkeypatch.setattr(classifier, "fit", functools.partial(classifier.fit, min_steps=steps))
@@ -171,8 +171,8 @@ def _tiny_classifiers(data_root, _private_cache):
     """The feature classifiers of the tiny MNIST and Fashion-MNIST, fitted once for the session
     in 10 steps (enough for ten bars): the tests that evaluate on them check what is done with a
     classifier; how well the shipped 100-step fit learns is tested on 600 images (test_eval)."""
-    from ganctl.build import reference_data
-    from ganctl.classifier import load_or_fit
+    from ganctl.evaluation.classifier import reference_data
+    from ganctl.evaluation.classifier import load_or_fit
     for name in ("mnist", "fashion_mnist"):
         load_or_fit(reference_data(dataset_cfg(data_root, name)), "cpu", min_steps=10)
 
@@ -184,7 +184,7 @@ _COMPOSED = {}  # overrides -> config: the suite composes the same configs many 
 def make_cfg(data_root):
     """make_cfg(*overrides) -> the composed, shrunk training config (a copy of its own: a test may
     change it)."""
-    config.register()
+    schema.register()
 
     def make(*overrides: str):
         over = list(overrides)
@@ -218,7 +218,7 @@ def _in_process(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedPr
     import io
     import warnings
 
-    from ganctl.cli import main
+    from ganctl.cli.main import main
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -268,7 +268,7 @@ def _torch_threads():
 @pytest.fixture(scope="session")
 def _tiny_run_once(data_root, tmp_path_factory) -> Path:
     """The tiny run, trained once per test session (tiny_run hands out copies)."""
-    config.register()
+    schema.register()
     with initialize_config_module("ganctl.conf", version_base="1.3"):
         overrides = [*SHRINK, *TINY_MODEL["dcgan"], f"dataset.root={data_root}", "dataset.download=false"]
         cfg = compose("train", overrides=overrides)

@@ -4,13 +4,13 @@ import torch
 from PIL import Image
 
 from conftest import one_line_error
-from ganctl import arithmetic
-from ganctl.checkpoint import load_checkpoint
+from ganctl.sampling import arithmetic
+from ganctl.run.checkpoint import load_checkpoint
 from ganctl.data import to_uint8
 from ganctl.errors import UserError
-from ganctl.generate import generate, latents
-from ganctl.models import load_generator
-from ganctl.train import train
+from ganctl.sampling.generate import generate, latents
+from ganctl.training.wiring import load_generator
+from ganctl.training.loop import train
 
 
 @pytest.mark.parametrize("text,terms", [

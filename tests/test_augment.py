@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from ganctl.augment import OPS, AdaptiveP, Augmented, augment, color, cutout, translation
-from ganctl.checkpoint import load_checkpoint
+from ganctl.training.augment import OPS, AdaptiveP, Augmented, augment, color, cutout, translation
+from ganctl.run.checkpoint import load_checkpoint
 from ganctl.errors import UserError
-from ganctl.losses import BCE
-from ganctl.models import build_loss, build_step
-from ganctl.train import train
+from ganctl.training.losses import BCE
+from ganctl.training.wiring import build_loss, build_step
+from ganctl.training.loop import train
 
 RATIOS = {"translation": 0.125, "cutout": 0.5}  # DiffAugment's: shifts of up to 1/8 of a side, squares of 1/2
 
@@ -190,7 +190,7 @@ def test_a_crafted_ada_state_is_refused(make_cfg, tmp_path):
 def test_a_checkpoint_from_before_the_strengths_keeps_the_fixed_ones_it_trained_with(make_cfg):
     from omegaconf import OmegaConf
 
-    from ganctl.checkpoint import add_missing_keys
+    from ganctl.run.checkpoint import add_missing_keys
     cfg = OmegaConf.to_container(make_cfg("augment=diffaug", "augment.translation=0.25", "augment.cutout=0.25"))
     del cfg["augment"]["translation"], cfg["augment"]["cutout"]
     add_missing_keys(cfg)

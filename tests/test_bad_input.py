@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import one_line_error, run_ganctl
-from ganctl import checkpoint
-from ganctl.checkpoint import load_checkpoint, save_checkpoint
+from ganctl.run import checkpoint
+from ganctl.run.checkpoint import load_checkpoint, save_checkpoint
 from ganctl.data import load_folder
 from ganctl.errors import UserError
-from ganctl.train import train
+from ganctl.training.loop import train
 from test_cli import assert_one_line_error
 
 
@@ -97,7 +97,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeyp
 @pytest.mark.processes
 def test_a_kill_at_any_moment_of_a_save_leaves_a_loadable_checkpoint(tmp_path):
     script = (f"import torch, sys; sys.path.insert(0, {str(checkpoint.__file__.rsplit('/ganctl/', 1)[0])!r})\n"
-              "from ganctl.checkpoint import save_checkpoint\n"
+              "from ganctl.run.checkpoint import save_checkpoint\n"
               "i = 0\n"
               "while True:\n"
               f"    save_checkpoint({{'i': i, 'w': torch.full((4_000_000,), float(i))}}, {str(tmp_path / 'last.pt')!r})\n"
@@ -138,7 +138,7 @@ def test_truncated_corrupted_or_foreign_checkpoints_are_one_line(tmp_path, conte
 
 
 def test_out_of_memory_names_the_batch_size_and_a_way_out(make_cfg, tmp_path, monkeypatch):
-    from ganctl import losses
+    from ganctl.training import losses
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -258,7 +258,7 @@ def test_off_a_terminal_training_logs_a_line_per_log_step_instead_of_a_bar(tmp_p
 
 
 def test_a_folder_run_samples_its_classes_by_name_or_index(tmp_path, make_cfg, ganctl, image_folder):
-    from ganctl.train import train
+    from ganctl.training.loop import train
     train(make_cfg("model=cdcgan", "dataset=folder", f"dataset.root={image_folder}", "dataset.img_size=16"),
           tmp_path / "run")
     code, out, err = ganctl("sample", "ckpt=run", "out=all.png", cwd=tmp_path)

@@ -5,8 +5,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 
 from conftest import GROUPS, mnist_models, options
-from ganctl.losses import Loss
-from ganctl.models import build_discriminator, build_generator, build_loss
+from ganctl.training.losses import Loss
+from ganctl.training.wiring import build_discriminator, build_generator, build_loss
 
 
 def test_every_group_has_options():

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import SHRINK, TINY_MODEL, run_ganctl
-from ganctl import distributed
+from ganctl.training import distributed
 
 # No BatchNorm and no dropout: then a batch split over ranks gives exactly the gradient of the
 # whole batch (BatchNorm would normalise each half by its own statistics).
@@ -120,7 +120,7 @@ def test_sync_bn_on_cpu_ranks_is_refused_in_one_line(data_root, tmp_path):
 
 
 def _ada_worker(rank: int, init_file: str, out: str):
-    from ganctl.augment import AdaptiveP
+    from ganctl.training.augment import AdaptiveP
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     ada = AdaptiveP(target=0.6, interval=2, kimg=1.0, batch_size=50, device="cpu", world_size=2)  # a move of 0.2
     for _ in range(2):  # rank 0's D says real (r_t 1.0, alone: p up), rank 1's mostly not (0.4, alone: p stays 0)

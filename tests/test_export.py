@@ -13,8 +13,8 @@ from PIL import Image
 
 from conftest import one_line_error
 from ganctl import UserError, __version__, load
-from ganctl.generate import latents
-from ganctl.train import train
+from ganctl.sampling.generate import latents
+from ganctl.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def runs(tmp_path_factory, data_root, image_folder):
     from hydra import compose, initialize_config_module
 
     from conftest import SHRINK, TINY_MODEL
-    from ganctl import config
-    config.register()
+    from ganctl.config import schema
+    schema.register()
     where = tmp_path_factory.mktemp("runs")
     data = {"resnet": ["dataset=folder", f"dataset.root={image_folder}", "dataset.img_size=32", "loss=hinge"]}
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from ganctl.models import build_generator, build_loss, build_step
-from ganctl.train import train
+from ganctl.training.wiring import build_generator, build_loss, build_step
+from ganctl.training.loop import train
 
 STEPS = 3
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

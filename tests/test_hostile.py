@@ -13,10 +13,11 @@ import torch
 import yaml
 
 from conftest import SHRINK, TINY_MODEL, one_line_error, run_ganctl
-from ganctl import checkpoint, rundir
-from ganctl.checkpoint import load_checkpoint
+from ganctl.run import checkpoint
+from ganctl.run import directory
+from ganctl.run.checkpoint import load_checkpoint
 from ganctl.errors import UserError
-from ganctl.train import train
+from ganctl.training.loop import train
 
 TINY = [*SHRINK, *TINY_MODEL["dcgan"]]
 
@@ -97,13 +98,13 @@ HOLD_LOCK = ("import fcntl, sys, time\n"
 def test_a_run_directory_has_one_writer(make_cfg, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / rundir.LOCK_FILE)],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / directory.LOCK_FILE)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UserError, match=r"run is in use by ganctl pid 4242: one run directory has one writer"):
             train(make_cfg(), run_dir)
-        assert sorted(p.name for p in run_dir.iterdir()) == [rundir.LOCK_FILE]  # nothing else written
+        assert sorted(p.name for p in run_dir.iterdir()) == [directory.LOCK_FILE]  # nothing else written
     finally:
         holder.kill()  # the OS releases a dead process's lock: no stale lock to clean up
         holder.wait()
@@ -112,11 +113,11 @@ def test_a_run_directory_has_one_writer(make_cfg, tmp_path):
 
 
 def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
-    with rundir.lock(tmp_path):
-        with rundir.lock(tmp_path / "." ):
+    with directory.lock(tmp_path):
+        with directory.lock(tmp_path / "." ):
             pass
     probe = subprocess.run([sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a+'); "
-                            "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(tmp_path / rundir.LOCK_FILE)])
+                            "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(tmp_path / directory.LOCK_FILE)])
     assert probe.returncode == 0
 
 
@@ -133,7 +134,7 @@ def cli_run(tmp_path_factory, data_root) -> Path:
 
 def snapshot(run_dir: Path) -> dict:
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.name not in ("train.log", rundir.LOCK_FILE)}
+            if p.is_file() and p.name not in ("train.log", directory.LOCK_FILE)}
 
 
 @pytest.mark.parametrize("how", ["hydra.run.dir", "+hydra.run.dir", "++hydra.run.dir", "symlink", "sweep"])
@@ -161,7 +162,7 @@ def test_checkpoint_files_get_the_mode_of_the_other_outputs(cli_run):
 
 def poison_G_at(monkeypatch, bad_step: int):
     """Make G's weights NaN right after training step `bad_step` (a divergence between two logs)."""
-    from ganctl.ema import AveragedGenerator
+    from ganctl.training.ema import AveragedGenerator
     original = AveragedGenerator.update
 
     def update(self, G, step):
@@ -262,7 +263,7 @@ def test_a_sweep_with_a_typo_in_any_job_is_refused_before_it_starts(tmp_path, ga
 
 
 def test_resume_under_an_awkward_path_also_with_the_printed_command(tmp_path, ganctl, data_root, monkeypatch):
-    from ganctl.runtime import StopSignals
+    from ganctl.training.runtime import StopSignals
     run_dir = tmp_path / "runs (1), a=b ü's" / "run"
     # Stop at the first step as SIGTERM would, to get the command ganctl prints for continuing.
     monkeypatch.setattr(StopSignals, "install", lambda self: setattr(self, "signum", signal.SIGTERM))
@@ -306,7 +307,7 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path, data_root):
 
 
 def test_a_signal_during_a_quick_eval_abandons_it_saves_and_stops(make_cfg, tmp_path, monkeypatch):
-    from ganctl import metrics
+    from ganctl.evaluation import metrics
     from ganctl.errors import Interrupted
     calls = []
     kid = metrics.kid

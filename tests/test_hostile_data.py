@@ -12,11 +12,12 @@ import yaml
 from PIL import Image
 
 from conftest import SHRINK, TINY_MODEL, one_line_error
-from ganctl import memory, sweep
-from ganctl.checkpoint import load_checkpoint
+from ganctl.training import memory
+from ganctl.cli import sweep
+from ganctl.run.checkpoint import load_checkpoint
 from ganctl.data import load_folder
 from ganctl.errors import UserError
-from ganctl.train import train
+from ganctl.training.loop import train
 
 SECRET = "GANCTL_TEST_SECRET"  # an environment variable a crafted file would like to read
 
@@ -304,7 +305,7 @@ def test_values_that_make_no_sense_are_refused(tmp_path, ganctl, args, says):
 
 
 def test_a_run_that_diverges_before_its_first_checkpoint_says_so(make_cfg, tmp_path, monkeypatch):
-    from ganctl.ema import AveragedGenerator
+    from ganctl.training.ema import AveragedGenerator
 
     def poison(self, G, step):
         with torch.no_grad():

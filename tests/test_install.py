@@ -41,4 +41,4 @@ def test_wheel_install_into_a_fresh_venv_finds_its_config(tmp_path):
     result = subprocess.run([str(venv / "bin" / "ganctl"), "train", "--cfg", "job", "model=cgan"],
                             cwd=elsewhere, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "name: cgan" in result.stdout and "_target_: ganctl.losses.BCE" in result.stdout
+    assert "name: cgan" in result.stdout and "_target_: ganctl.training.losses.BCE" in result.stdout

@@ -9,16 +9,16 @@ from torch import nn
 
 from hydra import compose, initialize_config_module
 
-from ganctl import config
-from ganctl.build import build
-from ganctl.losses import gradient_penalty
+from ganctl.config import schema
+from ganctl.config.build import build
+from ganctl.training.losses import gradient_penalty
 
 
 
 @functools.cache
 def loss_config(name: str):
     """conf/loss/<name>.yaml as `ganctl train loss=<name>` composes it (once per name: 0.2 s each)."""
-    config.register()
+    schema.register()
     with initialize_config_module("ganctl.conf", version_base="1.3"):
         return compose("train", overrides=[f"loss={name}"]).loss
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ganctl import metrics
+from ganctl.evaluation import metrics
 
 
 def gaussian(n, dim, mean=0.0, std=1.0, seed=0):

@@ -7,7 +7,7 @@ from torch.nn.utils import parametrize
 from conftest import mnist_models, options
 from ganctl.errors import UserError
 from ganctl.nets import dcgan
-from ganctl.models import build_discriminator, build_generator, build_loss
+from ganctl.training.wiring import build_discriminator, build_generator, build_loss
 
 SIZES = [(1, 28), (3, 32)]
 
@@ -190,7 +190,7 @@ def test_one_hot_class_weights_condition_like_labels(make_cfg, model):
 
 
 def test_slerp_keeps_the_norm_where_lerp_shrinks_it():
-    from ganctl.interpolate import lerp, slerp
+    from ganctl.sampling.interpolate import lerp, slerp
     a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
     t = torch.tensor([[0.0], [0.5], [1.0]])
     s = slerp(a, b, t)
@@ -304,7 +304,7 @@ def test_packing_is_turned_off_under_a_gradient_penalty(make_cfg, caplog):
 
 @pytest.mark.parametrize("noise", ["normal", "uniform"])
 def test_generator_codes_are_read_from_z_and_uniform(make_cfg, noise):
-    from ganctl.step import sample_noise
+    from ganctl.training.step import sample_noise
     cfg = make_cfg("model=dcgan", "model.G.codes=10", "model.aux_weight=1.0")
     info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
     G = build_generator(cfg.model, info).eval()
@@ -351,7 +351,7 @@ def test_a_checkpoint_from_before_per_sample_norm_keeps_its_groupnorm_critic(mak
     # Its config says norm=auto and has no per_sample_norm: auto then meant GroupNorm with one
     # group, whose weights have the same names and shapes as InstanceNorm's (a silent mismatch).
     from omegaconf import OmegaConf
-    from ganctl.checkpoint import add_missing_keys
+    from ganctl.run.checkpoint import add_missing_keys
     cfg = OmegaConf.to_container(make_cfg("model=dcgan", "loss=wgan_gp"))
     del cfg["model"]["D"]["per_sample_norm"]
     add_missing_keys(cfg)

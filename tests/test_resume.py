@@ -9,9 +9,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import run_ganctl
-from ganctl.checkpoint import load_checkpoint
+from ganctl.run.checkpoint import load_checkpoint
 from ganctl.errors import UserError
-from ganctl.train import train
+from ganctl.training.loop import train
 
 STATES = ("G", "G_ema", "D", "opt_G", "opt_D")
 

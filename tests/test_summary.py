@@ -7,10 +7,10 @@ from omegaconf import open_dict
 
 from conftest import mnist_models, one_line_error, options
 from ganctl import data
-from ganctl.build import build, plain, resolve_target
-from ganctl.checkpoint import load_checkpoint
-from ganctl.models import build_loss, build_step, check_compatible
-from ganctl.summary import nets, run_summary, tables
+from ganctl.config.build import build, plain, resolve_target
+from ganctl.run.checkpoint import load_checkpoint
+from ganctl.training.wiring import build_loss, build_step, check_compatible
+from ganctl.commands.summary import nets, run_summary, tables
 
 
 def totals(stdout: str) -> list[int]:
@@ -19,7 +19,7 @@ def totals(stdout: str) -> list[int]:
 
 
 def trained_nets(cfg, loaded):
-    """G and D as the training loop builds them (ganctl.train._train's own calls)."""
+    """G and D as the training loop builds them (ganctl.training.loop._train's own calls)."""
     num_classes = check_compatible(cfg.model, loaded, cfg.trainer.batch_size)
     info = {"img_channels": loaded.img_channels, "img_size": loaded.img_size, "num_classes": num_classes}
     step, _ = build_step(cfg, info, build_loss(cfg, num_classes), torch.device("cpu"))

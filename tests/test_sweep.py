@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import SHRINK, TINY_MODEL, run_ganctl
-from ganctl.sweep import write_summary
+from ganctl.cli.sweep import write_summary
 
 MLP = ["model=gan", *TINY_MODEL["gan"]]
 

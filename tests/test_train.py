@@ -7,11 +7,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import mnist_models, options
-from ganctl.checkpoint import REQUIRED_KEYS, load_checkpoint
+from ganctl.run.checkpoint import REQUIRED_KEYS, load_checkpoint
 from ganctl.errors import UserError
-from ganctl.ema import ema_decay_at, ema_update, standing_stats
-from ganctl.models import build_generator
-from ganctl.train import fixed_inputs, train
+from ganctl.training.ema import ema_decay_at, ema_update, standing_stats
+from ganctl.training.wiring import build_generator
+from ganctl.training.loop import fixed_inputs, train
 
 
 @pytest.mark.parametrize("model,loss", list(itertools.product(mnist_models(), options("loss"))))

@@ -14,7 +14,7 @@ import torch
 from torchvision.utils import save_image
 
 from ganctl.errors import UserError
-from ganctl.generate import latents
+from ganctl.sampling.generate import latents
 
 JITTER = 0.25  # the paper's "uniform noise sampled with scale +-0.25" added to the result
 TERM = re.compile(r"\s*([+-]?)\s*(\d+|\[\s*\d+(?:\s*,\s*\d+)*\s*\])\s*")

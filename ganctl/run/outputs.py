@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
-from ganctl.checkpoint import prune_checkpoints, save_checkpoint, save_copy
-from ganctl.report import JsonLines, write_curves, write_progress_gif
+from ganctl.run.checkpoint import prune_checkpoints, save_checkpoint, save_copy
+from ganctl.run.report import JsonLines, write_curves, write_progress_gif
 
 log = logging.getLogger(__name__)
 

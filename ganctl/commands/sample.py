@@ -73,7 +73,7 @@ def sample(cfg: DictConfig) -> Path:
 
 
 def _interpolate(cfg, G: Generator) -> Path:
-    from ganctl import interpolate
+    from ganctl.sampling import interpolate
     mode = "z" if str(cfg.interpolate).lower() == "true" else str(cfg.interpolate)
     given = G.labels(cfg.label) if cfg.label is not None else None
     rows = cfg.n if cfg.n is not None else 8
@@ -87,7 +87,7 @@ def _interpolate(cfg, G: Generator) -> Path:
 
 
 def _arithmetic(cfg, G: Generator) -> Path:
-    from ganctl import arithmetic
+    from ganctl.sampling import arithmetic
     label = None
     if G.num_classes:
         labels = G.labels(cfg.label) if cfg.label is not None else []

@@ -9,10 +9,6 @@ import math
 import re
 from pathlib import Path
 
-import torch
-
-from ganctl import distributed
-
 
 class JsonLines:
     """One JSON object a line, each with a "step"."""
@@ -88,25 +84,3 @@ def write_progress_gif(sample_dir: Path, out: Path, ms_per_frame: int = 400) -> 
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=ms_per_frame,
                    loop=0)
     return Path(out)
-
-
-class Meter:
-    """Sums of scalar tensors kept on the device; `read()` syncs once for all of them."""
-
-    def __init__(self):
-        self.sums, self.counts = {}, {}
-
-    def add(self, stats: dict) -> None:
-        for k, v in stats.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-            self.counts[k] = self.counts.get(k, 0) + 1
-
-    def read(self) -> dict:
-        """Means since the last read, over all ranks (every rank gets the same numbers)."""
-        if not self.sums:
-            return {}
-        values = distributed.mean_over_ranks(torch.stack(list(self.sums.values()))).tolist()
-        means = {k: v / self.counts[k] for k, v in zip(self.sums, values)}
-        self.sums, self.counts = {}, {}
-        return means

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganctl import distributed
+from ganctl.training import distributed
 from ganctl.errors import UserError
 
 

@@ -13,7 +13,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from ganctl.errors import UserError
-from ganctl.step import sample_noise
+from ganctl.training.step import sample_noise
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The networks, the loss and the training step a run is made of, built from the config's nodes
-(ganctl.build checks what they name), and a generator rebuilt from a saved run.
+(ganctl.config.build checks what they name), and a generator rebuilt from a saved run.
 
     loss = build_loss(cfg, num_classes)
     step, ema = build_step(cfg, data_info, loss, device)
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import torch
 
-from ganctl import distributed
-from ganctl.augment import AdaptiveP, Augmented
-from ganctl.build import build
-from ganctl.checkpoint import all_finite
-from ganctl.ema import AveragedGenerator
+from ganctl.training import distributed
+from ganctl.training.augment import AdaptiveP, Augmented
+from ganctl.config.build import build
+from ganctl.run.checkpoint import all_finite
+from ganctl.training.ema import AveragedGenerator
 from ganctl.errors import UserError
-from ganctl.memory import footprint, refuse_if_too_large, training_bytes
+from ganctl.training.memory import footprint, refuse_if_too_large, training_bytes
 from ganctl.nets.layers import dcgan_init
-from ganctl.step import TrainStep, compiled
+from ganctl.training.step import TrainStep, compiled
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import copy
 
 import torch
 
-from ganctl.step import sample_noise
+from ganctl.training.step import sample_noise
 
 
 @torch.no_grad()

@@ -11,11 +11,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import ganctl
-from ganctl import config
+from ganctl.config import schema
 from ganctl.errors import Interrupted, UserError, fail, one_line
 
 log = logging.getLogger("ganctl")
-config.register()
+schema.register()
 
 # Sweep jobs of this process that failed (the summary callback also counts those of other
 # processes from their result.json): `ganctl train -m` then exits non-zero.
@@ -75,8 +75,9 @@ _process_start = [ganctl.STARTED]
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="train")
 def train_app(cfg: DictConfig) -> float | None:
     started = _process_start.pop() if _process_start else time.perf_counter()
-    from ganctl import distributed, rundir
-    from ganctl.train import train
+    from ganctl.training import distributed
+    from ganctl.run import directory
+    from ganctl.training.loop import train
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN
@@ -84,21 +85,21 @@ def train_app(cfg: DictConfig) -> float | None:
     if not ranks.is_main:
         log.setLevel(logging.WARNING)  # rank 0 tells the story
     ended_well, ours = False, False
+
+    def on_start():  # the directory is locked and holds no other run: ours to write
+        nonlocal ours
+        ours = True
+        if ranks.is_main and not cfg.resume:
+            save_hydra_files(cfg, run_dir)
+        log.info("run directory: %s", run_dir)
+
     try:
-        # Rank 0 owns the directory: lock it and check that it holds no other run before a
-        # single file is written there.
-        with rundir.lock(run_dir) if ranks.is_main else rundir.nothing():
-            if ranks.is_main and not cfg.resume:
-                rundir.refuse_existing_run(run_dir)
-                save_hydra_files(cfg, run_dir)
-            ours = True
-            log.info("run directory: %s", run_dir)
-            result = train(cfg, run_dir, started)
+        result = train(cfg, run_dir, started, on_start)
         ended_well = True
     except Exception as e:
         if not sweep_job or isinstance(e, Interrupted):  # Ctrl-C stops the whole sweep
             if ours and ranks.is_main and not cfg.resume:
-                rundir.discard_failed_start(run_dir, Path("outputs"), outputs_before)
+                directory.discard_failed_start(run_dir, Path("outputs"), outputs_before)
             report(e)
         # One failed job of a sweep is recorded and the sweep goes on (summary.md lists it).
         error = user_error(e)
@@ -108,7 +109,7 @@ def train_app(cfg: DictConfig) -> float | None:
         log.error("ganctl: error: %s", message)
         failed_jobs.append(run_dir.name)
         if ours and ranks.is_main:
-            rundir.write_result(run_dir, {"status": "failed", "error": message})
+            directory.write_result(run_dir, {"status": "failed", "error": message})
         return math.nan  # Optuna counts a NaN trial as failed
     finally:
         distributed.shutdown(together=ended_well)
@@ -122,31 +123,31 @@ def train_app(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="sample")
 def sample_app(cfg: DictConfig) -> None:
-    from ganctl.sample import sample
+    from ganctl.commands.sample import sample
     report_user_errors(sample, cfg)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="eval")
 def eval_app(cfg: DictConfig) -> None:
-    from ganctl.evaluate import run_eval
+    from ganctl.commands.evaluate import run_eval
     report_user_errors(run_eval, cfg)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="fit_classifier")
 def fit_classifier_app(cfg: DictConfig) -> None:
-    from ganctl.evaluate import run_fit_classifier
+    from ganctl.commands.evaluate import run_fit_classifier
     report_user_errors(run_fit_classifier, cfg)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="summary")
 def summary_app(cfg: DictConfig) -> None:
-    from ganctl.summary import run_summary
+    from ganctl.commands.summary import run_summary
     report_user_errors(run_summary, cfg)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ganctl.conf", config_name="export")
 def export_app(cfg: DictConfig) -> None:
-    from ganctl.export import run_export
+    from ganctl.commands.export import run_export
     report_user_errors(run_export, cfg)
 
 

@@ -332,7 +332,7 @@ def config_groups() -> str:
 
 
 def _run_time():
-    from ganctl.distributed import run_time  # imports torch: only when a run directory is resolved
+    from ganctl.training.distributed import run_time  # imports torch: only when a run directory is resolved
     return run_time()
 
 

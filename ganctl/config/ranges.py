@@ -1,6 +1,6 @@
 """The allowed range of every numeric or named value in the config, checked before a run starts
 (`ganctl` checks them right after composing, `train()` again for callers of the Python API).
-Types are the schemas' job (ganctl.config); these are the ranges.
+Types are the schemas' job (ganctl.config.schema); these are the ranges.
 
     errors = range_errors(cfg)     # ["trainer.batch_size=0: must be >= 1", ...]
 """
@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from ganctl.augment import OPS
+from ganctl.training.augment import OPS
 from ganctl.data import MAX_IMG_SIZE
 from ganctl.nets.dcgan import D_CONDITIONING, G_CONDITIONING, UPSAMPLING
 

@@ -12,10 +12,10 @@ import torch
 from omegaconf import DictConfig
 
 from ganctl import data
-from ganctl.build import plain, resolve_target
-from ganctl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
-from ganctl.memory import footprint, refuse_if_too_large
-from ganctl.models import build_discriminator, build_generator, build_loss, conditioning
+from ganctl.config.build import plain, resolve_target
+from ganctl.run.checkpoint import load_checkpoint, resolve_checkpoint, run_config
+from ganctl.training.memory import footprint, refuse_if_too_large
+from ganctl.training.wiring import build_discriminator, build_generator, build_loss, conditioning
 
 
 def nets(cfg: DictConfig, data_info: dict) -> tuple[torch.nn.Module, torch.nn.Module, dict]:

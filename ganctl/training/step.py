@@ -62,7 +62,7 @@ class TrainStep:
         self.autocast = autocast or contextlib.nullcontext()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.rank, self.W, self.cudagraphs = rank, world_size, cudagraphs
-        self.ada = ada  # ganctl.augment.AdaptiveP or None: fed D's real signs after each D update
+        self.ada = ada  # ganctl.training.augment.AdaptiveP or None: fed D's real signs after each D update
 
     def noise(self, device) -> torch.Tensor:
         """This rank's slice of the global batch's noise: the same draws as one process at B*W."""

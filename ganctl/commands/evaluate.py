@@ -1,4 +1,4 @@
-"""`ganctl eval` and `ganctl fit-classifier`: the metrics of one checkpoint (ganctl.evaluator
+"""`ganctl eval` and `ganctl fit-classifier`: the metrics of one checkpoint (ganctl.evaluation.evaluator
 computes them), and the feature classifier they use, fitted ahead of time.
 
     ganctl eval ckpt=outputs/<day>/<run> n=10000      # a table, and <run>/eval.json
@@ -6,11 +6,12 @@ computes them), and the feature classifier they use, fitted ahead of time.
 import json
 
 from ganctl.api import Generator
-from ganctl.build import plain, reference_data
-from ganctl.classifier import classifier_path, load_or_fit, shipped_classifier
+from ganctl.config.build import plain
+from ganctl.evaluation.classifier import reference_data
+from ganctl.evaluation.classifier import classifier_path, load_or_fit, shipped_classifier
 from ganctl.errors import UserError, one_line
-from ganctl.evaluator import Evaluator, format_table
-from ganctl.runtime import resolve_device
+from ganctl.evaluation.evaluator import Evaluator, format_table
+from ganctl.training.runtime import resolve_device
 
 
 def run_eval(cfg) -> dict:

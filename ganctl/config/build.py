@@ -21,7 +21,7 @@ from ganctl.errors import UserError
 ROLES = {
     "model.G": r"ganctl\.nets\.[a-z][a-z0-9_]*\.Generator",
     "model.D": r"ganctl\.nets\.[a-z][a-z0-9_]*\.Discriminator",
-    "loss": r"ganctl\.losses\.[A-Z][A-Za-z0-9]*",
+    "loss": r"ganctl\.training\.losses\.[A-Z][A-Za-z0-9]*",
     "dataset": r"ganctl\.data\.load_[a-z][a-z0-9_]*",
     "optimizer": r"torch\.optim\.[A-Z][A-Za-z0-9]*",
 }
@@ -32,7 +32,7 @@ def _is_role(role: str, obj) -> bool:
         from torch import nn
         return inspect.isclass(obj) and issubclass(obj, nn.Module)
     if role == "loss":
-        from ganctl.losses import Loss
+        from ganctl.training.losses import Loss
         return inspect.isclass(obj) and issubclass(obj, Loss)
     if role == "optimizer":
         import torch
@@ -40,8 +40,14 @@ def _is_role(role: str, obj) -> bool:
     return inspect.isfunction(obj)  # dataset: a load_* function
 
 
+# Where a saved config from before the package's folders (0.x runs) names a module that moved.
+MOVED = {"ganctl.losses.": "ganctl.training.losses."}
+
+
 def resolve_target(target, role: str):
     """The class or function that `target` names, if `role` may build it; else a UserError."""
+    if isinstance(target, str):
+        target = next((new + target[len(old):] for old, new in MOVED.items() if target.startswith(old)), target)
     if not isinstance(target, str) or not re.fullmatch(ROLES[role], target):
         shown = target if isinstance(target, str) else repr(target)
         raise UserError(f"{role}._target_={shown} is not one of ganctl's own {role} classes; "
@@ -107,15 +113,3 @@ def build(node, role: str, **extra):
     except (TypeError, ValueError) as e:  # a key the class does not take, or a value it refuses
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{role} ({target}): {message}") from None
-
-
-def reference_data(dataset_cfg):
-    """The labelled real images of a dataset config for the feature classifier and the real
-    features (`ganctl eval`, quick evals): its train and test splits where it has them, whole
-    (a run on `dataset.limit` images is judged against the full data, as Karras et al. 2020 do)."""
-    from ganctl.classifier import reference_from
-    name = dataset_cfg._target_.rsplit(".", 1)[-1].removeprefix("load_")
-    if "split" in dataset_cfg:
-        return reference_from(name, build(dataset_cfg, "dataset", split="train", device="cpu", limit=None),
-                              build(dataset_cfg, "dataset", split="test", device="cpu", limit=None))
-    return reference_from(name, build(dataset_cfg, "dataset", device="cpu", limit=None))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganctl.checkpoint import save_checkpoint
+from ganctl.run.checkpoint import save_checkpoint
 from ganctl.data import to_float
 from ganctl.errors import UserError
 
@@ -221,3 +221,15 @@ def load_or_fit(ref: Reference, device, refit: bool = False, **fit_kwargs) -> tu
                      "num_classes": ref.num_classes}, path)
     log.info("feature classifier: %.2f%% on %d held-out test images", 100 * acc, len(ref.test_x))
     return clf, acc
+
+
+def reference_data(dataset_cfg):
+    """The labelled real images of a dataset config for the feature classifier and the real
+    features (`ganctl eval`, quick evals): its train and test splits where it has them, whole
+    (a run on `dataset.limit` images is judged against the full data, as Karras et al. 2020 do)."""
+    from ganctl.config.build import build
+    name = dataset_cfg._target_.rsplit(".", 1)[-1].removeprefix("load_")
+    if "split" in dataset_cfg:
+        return reference_from(name, build(dataset_cfg, "dataset", split="train", device="cpu", limit=None),
+                              build(dataset_cfg, "dataset", split="test", device="cpu", limit=None))
+    return reference_from(name, build(dataset_cfg, "dataset", device="cpu", limit=None))

@@ -16,7 +16,7 @@ import torch
 
 from ganctl.data import MAX_IMG_SIZE
 from ganctl.errors import UserError, free_space, one_line
-from ganctl.rundir import newest_run
+from ganctl.run.directory import newest_run
 
 REQUIRED_KEYS = ("G", "D", "opt_G", "opt_D", "step", "epoch", "batch", "rng", "data", "cfg")
 
@@ -233,7 +233,7 @@ def run_config(state: dict) -> SavedConfig:
     return SavedConfig(cfg)
 
 
-def resolve_checkpoint(ckpt: str | None, outputs: str = "outputs") -> Path:
+def resolve_checkpoint(ckpt: str | None, outputs: str) -> Path:
     """A checkpoint file from a file, a run directory, or (None) the newest run under outputs."""
     path = newest_run(Path(outputs)) if ckpt is None else Path(ckpt).expanduser()
     if path.is_file():

@@ -17,7 +17,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ganctl.rundir import RESULT_FILE
+from ganctl.run.directory import RESULT_FILE
 
 log = logging.getLogger(__name__)
 

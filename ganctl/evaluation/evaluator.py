@@ -1,7 +1,7 @@
 """Evaluation of a generator against its dataset, shared by `ganctl eval` and the training loop.
 
-    ev = Evaluator(reference, device)                      # classifier + cached real features
-    result = ev.evaluate(G, num_classes, z_dim, noise, n=10_000)
+    ev = Evaluator(reference, device, "classifier")        # classifier + cached real features
+    result = ev.evaluate(G, num_classes, z_dim, noise, n=10_000, seed=0)
     print(format_table(result))
 
 Every metric is a row {value, n_real, n_fake}: how many real and generated samples stand behind it.
@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ganctl import metrics
-from ganctl.checkpoint import save_checkpoint
-from ganctl.classifier import Reference, cache_dir, load_or_fit, weights_tag
+from ganctl.evaluation import metrics
+from ganctl.run.checkpoint import save_checkpoint
+from ganctl.evaluation.classifier import Reference, cache_dir, load_or_fit, weights_tag
 from ganctl.errors import Aborted, UserError
-from ganctl.generate import generate
+from ganctl.sampling.generate import generate
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class InceptionBackbone:
 
 
 class Evaluator:
-    def __init__(self, ref: Reference, device, backbone: str = "classifier",
+    def __init__(self, ref: Reference, device, backbone: str,
                  inception_weights: str | None = None, real_n: int | None = None):
         """real_n: how many training images (a fixed random subset) stand for the real data; None:
         all of them (a CPU computes Inception features of about 3 images a second)."""
@@ -198,7 +198,7 @@ class Evaluator:
         return self.classifier.embed(images)[1].argmax(1).cpu()
 
     @torch.no_grad()
-    def evaluate(self, G, num_classes: int, z_dim: int, noise: str, n: int = 10_000, seed: int = 0,
+    def evaluate(self, G, num_classes: int, z_dim: int, noise: str, *, n: int, seed: int,
                  full: bool = True, abort=lambda: False) -> dict:
         """Metrics of n generated images. `full=False` (the training loop's quick eval) leaves out
         the classifier two-sample test and intra-class FID. `abort()` is asked between the steps

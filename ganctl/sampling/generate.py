@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from ganctl.data import to_uint8
 from ganctl.errors import Aborted
-from ganctl.step import sample_noise
+from ganctl.training.step import sample_noise
 
 CHUNK = 1024  # images per forward pass
 

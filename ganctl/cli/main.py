@@ -173,7 +173,7 @@ def _refuse_node_into_null(command: str, e: BaseException, parsed: list) -> None
     from hydra import compose
     from omegaconf import OmegaConf
 
-    from ganctl.config import options
+    from ganctl.config.schema import options
     while e is not None and not (isinstance(e, AttributeError) and "full_key: " in str(e)):
         e = e.__cause__ or e.__context__
     if e is None:
@@ -197,7 +197,7 @@ def _refuse_ignored(command: str, parsed: list, cfg) -> None:
             fail(f"summary ckpt=... shows the nets the run saved, so {' '.join(ignored)} would be ignored; drop "
                  f"{'it' if len(ignored) == 1 else 'them'}, or drop ckpt= to see the composed config")
     if command == "sample":
-        from ganctl.sample import interpolating
+        from ganctl.commands.sample import interpolating
         if cfg.arithmetic is not None and interpolating(cfg.interpolate):
             fail("arithmetic= and interpolate= draw different pictures; give one of them")
         walk = [given[k].input_line for k in ("steps", "spherical") if k in given]
@@ -221,8 +221,9 @@ def _check_config(command: str, args: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ganctl import config, ranges
-    config.register()
+    from ganctl.config import schema
+    from ganctl.config import ranges
+    schema.register()
     try:
         jobs = _sweep_jobs(args) if multirun else [args]
         with initialize_config_module("ganctl.conf", version_base="1.3"):
@@ -256,8 +257,8 @@ def _help(command: str, args: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf, open_dict
 
-    from ganctl import config
-    config.register()
+    from ganctl.config import schema
+    schema.register()
     overrides = [a for a in args if not a.startswith("-") and not a.lstrip("+").startswith("hydra")]
     try:
         with initialize_config_module("ganctl.conf", version_base="1.3"):
@@ -274,7 +275,7 @@ def _saved_overrides(run_dir: Path) -> list[str]:
     """The overrides a run was started with (its .hydra/overrides.yaml), to replay on resume. The
     file may come from anyone: an override that names a `_`-key (`_target_`, `_args_`, ...), in
     its key or inside its value, could make Hydra run code, and is refused."""
-    from ganctl.build import private_keys
+    from ganctl.config.build import private_keys
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         return []
@@ -322,7 +323,7 @@ def _resume_args(args: list[str]) -> list[str]:
     values = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
     if not values or values[-1].lower() in ("null", "none", "false"):
         return args
-    from ganctl.rundir import newest_run
+    from ganctl.run.directory import newest_run
     if "-m" in args or "--multirun" in args:
         fail("resume= continues one run and cannot be combined with -m")
     if any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
@@ -385,10 +386,12 @@ def _main(args: list[str]) -> None:
         rest = _torchrun_args(rest)
     rest = _quote_paths(rest)
     _check_config(command, rest)
-    from ganctl import apps, rundir, sweep
+    from ganctl.cli import apps
+    from ganctl.run import directory
+    from ganctl.cli import sweep
     apps.failed_jobs.clear()
     sweep.failed_jobs.clear()
-    apps.outputs_before = rundir.folders_in(Path("outputs"))
+    apps.outputs_before = directory.folders_in(Path("outputs"))
     sys.argv = [f"{Path(sys.argv[0]).name} {command}"] + _hydra_argv(rest)
     apps.COMMANDS[command]()
     failed = sorted(set(apps.failed_jobs) | set(sweep.failed_jobs)) if command == "train" else []
@@ -408,7 +411,8 @@ def _complete(args: list[str]) -> None:
     import contextlib
     import io
 
-    from ganctl import apps, config
+    from ganctl.cli import apps
+    from ganctl.config import schema
     line = os.environ.get("COMP_LINE")
     if line is None:  # install=bash, uninstall=bash: Hydra prints the shell's snippet
         sys.argv = [sys.argv[0]] + [a for a in args if a not in COMMAND_NAMES]
@@ -428,7 +432,7 @@ def _complete(args: list[str]) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         apps.COMMANDS[command]()
-    print(" ".join(w for w in out.getvalue().split() if not w.startswith(config.NOT_CHOICES)))
+    print(" ".join(w for w in out.getvalue().split() if not w.startswith(schema.NOT_CHOICES)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Images from a trained generator: drawn in chunks, interpolated, and by latent arithmetic."""
