@@ -110,3 +110,13 @@ def test_hydra_is_imported_only_at_the_edge():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] == "hydra" for n in names), f"{module_name(path)} imports hydra"
+
+
+def test_a_saved_config_from_before_the_folders_still_builds():
+    # Runs saved before ganctl/training/ name their loss ganctl.losses.<Class>; they must still load.
+    from ganctl.config.build import build, resolve_target
+    from ganctl.training.losses import BCE, WGANGP
+    assert resolve_target("ganctl.losses.BCE", "loss") is BCE
+    saved = {"_target_": "ganctl.losses.WGANGP", "gp_weight": 10.0, "n_critic": 5}
+    loss = build(saved, "loss", label_smoothing=0.0, aux_weight=0.0, feature_matching=0.0, r1=0.0, r1_every=1)
+    assert isinstance(loss, WGANGP) and loss.gp_weight == 10.0
