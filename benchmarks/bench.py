@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from ganctl.config import schema
+from ganctl.cli import registry
 from ganctl.config.build import build
 from ganctl.data import load_mnist
 from ganctl.training.wiring import build_discriminator, build_generator, build_loss, build_step, conditioning
@@ -369,7 +369,7 @@ def main(argv=None):
                    help="largest side of the square matmul that sets the arithmetic peak (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<device>-<date>.json)")
     args = p.parse_args(argv)
-    schema.register()
+    registry.register()
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     args.steps = args.steps or (200 if cuda else 20)

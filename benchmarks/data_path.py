@@ -49,8 +49,8 @@ def main(argv=None) -> None:
     serve = rate(cached.epoch(0, args.batch), per_epoch, sync)
 
     from hydra import compose, initialize_config_module
-    from ganctl.config import schema
-    schema.register()
+    from ganctl.cli import registry
+    registry.register()
     with initialize_config_module("ganctl.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"model={args.model}", f"loss={args.loss}", f"trainer.batch_size={args.batch}"])
     num_classes = conditioning(cfg.model, cached.num_classes, args.batch)

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_module
 import yaml
 from PIL import Image
 
-from ganctl.config import schema
+from ganctl.cli import registry
 from ganctl.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,7 +184,7 @@ _COMPOSED = {}  # overrides -> config: the suite composes the same configs many 
 def make_cfg(data_root):
     """make_cfg(*overrides) -> the composed, shrunk training config (a copy of its own: a test may
     change it)."""
-    schema.register()
+    registry.register()
 
     def make(*overrides: str):
         over = list(overrides)
@@ -268,7 +268,7 @@ def _torch_threads():
 @pytest.fixture(scope="session")
 def _tiny_run_once(data_root, tmp_path_factory) -> Path:
     """The tiny run, trained once per test session (tiny_run hands out copies)."""
-    schema.register()
+    registry.register()
     with initialize_config_module("ganctl.conf", version_base="1.3"):
         overrides = [*SHRINK, *TINY_MODEL["dcgan"], f"dataset.root={data_root}", "dataset.download=false"]
         cfg = compose("train", overrides=overrides)

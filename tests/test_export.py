@@ -24,8 +24,8 @@ def runs(tmp_path_factory, data_root, image_folder):
     from hydra import compose, initialize_config_module
 
     from conftest import SHRINK, TINY_MODEL
-    from ganctl.config import schema
-    schema.register()
+    from ganctl.cli import registry
+    registry.register()
     where = tmp_path_factory.mktemp("runs")
     data = {"resnet": ["dataset=folder", f"dataset.root={image_folder}", "dataset.img_size=32", "loss=hinge"]}
 

@@ -1,6 +1,6 @@
 """The package's folders and its import graph: no cycles, and nothing imports upward.
 
-    cli/, config/schema  (Hydra: the edge)
+    cli/  (Hydra: the edge)
       -> the commands: training/loop (ganctl train), commands/ (sample, eval, summary, export)
         -> everything else (training/, evaluation/, run/, sampling/, config/, data, api, ...)
           -> nets/
@@ -19,7 +19,7 @@ TOP_LEVEL = {"__init__", "__main__", "api", "data", "errors"}
 
 
 def is_edge(module: str) -> bool:
-    return module.startswith("cli.") or module in ("cli", "config.schema", "__main__")
+    return module.startswith("cli.") or module in ("cli", "__main__")
 
 
 def is_command(module: str) -> bool:

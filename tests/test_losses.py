@@ -9,7 +9,7 @@ from torch import nn
 
 from hydra import compose, initialize_config_module
 
-from ganctl.config import schema
+from ganctl.cli import registry
 from ganctl.config.build import build
 from ganctl.training.losses import gradient_penalty
 
@@ -18,7 +18,7 @@ from ganctl.training.losses import gradient_penalty
 @functools.cache
 def loss_config(name: str):
     """conf/loss/<name>.yaml as `ganctl train loss=<name>` composes it (once per name: 0.2 s each)."""
-    schema.register()
+    registry.register()
     with initialize_config_module("ganctl.conf", version_base="1.3"):
         return compose("train", overrides=[f"loss={name}"]).loss
 

@@ -11,11 +11,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import ganctl
-from ganctl.config import schema
+from ganctl.cli import registry
 from ganctl.errors import Interrupted, UserError, fail, one_line
 
 log = logging.getLogger("ganctl")
-schema.register()
+registry.register()
 
 # Sweep jobs of this process that failed (the summary callback also counts those of other
 # processes from their result.json): `ganctl train -m` then exits non-zero.

@@ -173,7 +173,7 @@ def _refuse_node_into_null(command: str, e: BaseException, parsed: list) -> None
     from hydra import compose
     from omegaconf import OmegaConf
 
-    from ganctl.config.schema import options
+    from ganctl.cli.registry import options
     while e is not None and not (isinstance(e, AttributeError) and "full_key: " in str(e)):
         e = e.__cause__ or e.__context__
     if e is None:
@@ -221,9 +221,9 @@ def _check_config(command: str, args: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ganctl.config import schema
+    from ganctl.cli import registry
     from ganctl.config import ranges
-    schema.register()
+    registry.register()
     try:
         jobs = _sweep_jobs(args) if multirun else [args]
         with initialize_config_module("ganctl.conf", version_base="1.3"):
@@ -257,8 +257,8 @@ def _help(command: str, args: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf, open_dict
 
-    from ganctl.config import schema
-    schema.register()
+    from ganctl.cli import registry
+    registry.register()
     overrides = [a for a in args if not a.startswith("-") and not a.lstrip("+").startswith("hydra")]
     try:
         with initialize_config_module("ganctl.conf", version_base="1.3"):
@@ -412,7 +412,7 @@ def _complete(args: list[str]) -> None:
     import io
 
     from ganctl.cli import apps
-    from ganctl.config import schema
+    from ganctl.cli import registry
     line = os.environ.get("COMP_LINE")
     if line is None:  # install=bash, uninstall=bash: Hydra prints the shell's snippet
         sys.argv = [sys.argv[0]] + [a for a in args if a not in COMMAND_NAMES]
@@ -432,7 +432,7 @@ def _complete(args: list[str]) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         apps.COMMANDS[command]()
-    print(" ".join(w for w in out.getvalue().split() if not w.startswith(schema.NOT_CHOICES)))
+    print(" ".join(w for w in out.getvalue().split() if not w.startswith(registry.NOT_CHOICES)))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,47 @@
-"""Typed schemas for the config tree in conf/.
+"""Typed schemas for the config tree in conf/: each key's type and, where it has one, its range.
 
+The values live in conf/ (each option's YAML); a key's type and range are written here once.
 Each option of a config group starts its defaults list with its schema, e.g. conf/loss/wgan_gp.yaml
-has `defaults: [/schema/loss/wgan_gp@_here_]`, so a misspelt key or a wrong type fails while Hydra
-composes the config, before any work starts. Only entry points (cli, train, sample) import this.
+has `defaults: [/schema/loss/wgan_gp@_here_]` (ganctl.cli.registry stores them), so a misspelt key
+or a wrong type fails while Hydra composes the config; ganctl.config.ranges checks the ranges
+before any work starts.
+
+    batch_size: int = ranged(AT_LEAST_1)    # typed int, refused below 1
 """
-import importlib.resources
+import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value must be, in words for the error line, and the test."""
+    says: str
+    ok: Callable[[Any], bool]
+
+
+def ranged(rule: Rule):
+    """A schema field (its value comes from conf/) whose value must pass `rule`."""
+    return field(default=MISSING, metadata={"rule": rule})
+
+
+def optional(rule: Rule) -> Rule:
+    return Rule(f"null or {rule.says}", lambda v: v is None or rule.ok(v))
+
+
+AT_LEAST_0 = Rule(">= 0", lambda v: v >= 0)
+AT_LEAST_1 = Rule(">= 1", lambda v: v >= 1)
+POSITIVE = Rule("> 0", lambda v: v > 0)
+FRACTION = Rule("in [0, 1)", lambda v: 0 <= v < 1)
+SEED = Rule("in [0, 2**32)", lambda v: 0 <= v < 2**32)  # what NumPy's seed takes; torch takes more
+DEVICE = Rule("auto, cpu, cuda, cuda:<index> or mps", lambda v: bool(re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", v)))
+BETAS = Rule("two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v))
+WIDTHS = Rule("widths >= 1", lambda v: all(w >= 1 for w in v))
+# trainer.compile: none, or a torch.compile mode (reduce-overhead captures CUDA graphs).
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 class Precision(str, Enum):
@@ -30,22 +61,20 @@ class Split(str, Enum):
 
 
 # --- model -----------------------------------------------------------------------------------
-# The values live in conf/ (each option's YAML); these classes only type the keys, so that a
-# misspelt key or a wrong type is refused while Hydra composes the config.
 @dataclass
 class MLPGeneratorConfig:
     _target_: str = MISSING
-    hidden: List[int] = MISSING
+    hidden: List[int] = ranged(WIDTHS)
     norm: str = MISSING
-    embed_dim: int = MISSING
+    embed_dim: int = ranged(AT_LEAST_1)
 
 
 @dataclass
 class MLPDiscriminatorConfig:
     _target_: str = MISSING
-    hidden: List[int] = MISSING
-    dropout: float = MISSING
-    embed_dim: int = MISSING
+    hidden: List[int] = ranged(WIDTHS)
+    dropout: float = ranged(FRACTION)
+    embed_dim: int = ranged(AT_LEAST_1)
     norm: str = MISSING
     projection: bool = MISSING
     spectral_norm: bool = MISSING
@@ -54,10 +83,10 @@ class MLPDiscriminatorConfig:
 @dataclass
 class DCGANGeneratorConfig:
     _target_: str = MISSING
-    ngf: int = MISSING
-    embed_dim: int = MISSING
+    ngf: int = ranged(AT_LEAST_1)
+    embed_dim: int = ranged(AT_LEAST_1)
     cbn: bool = MISSING
-    codes: int = MISSING
+    codes: int = ranged(Rule("0 or >= 2", lambda v: v == 0 or v >= 2))
     upsample: str = MISSING
     cond: str = MISSING
     noise_injection: bool = MISSING
@@ -66,25 +95,25 @@ class DCGANGeneratorConfig:
 @dataclass
 class DCGANDiscriminatorConfig:
     _target_: str = MISSING
-    ndf: int = MISSING
+    ndf: int = ranged(AT_LEAST_1)
     norm: str = MISSING
     per_sample_norm: str = MISSING
     mbstd: bool = MISSING
     spectral_norm: bool = MISSING
-    pack: int = MISSING
+    pack: int = ranged(AT_LEAST_1)
     cond: str = MISSING
 
 
 @dataclass
 class ResNetGeneratorConfig:
     _target_: str = MISSING
-    ch: int = MISSING
+    ch: int = ranged(AT_LEAST_1)
 
 
 @dataclass
 class ResNetDiscriminatorConfig:
     _target_: str = MISSING
-    ch: int = MISSING
+    ch: int = ranged(AT_LEAST_1)
     spectral_norm: bool = MISSING
 
 
@@ -92,11 +121,11 @@ class ResNetDiscriminatorConfig:
 class ModelConfig:
     name: str = MISSING
     conditional: Optional[bool] = MISSING  # null: as the data (labels where it has classes)
-    z_dim: int = MISSING
+    z_dim: int = ranged(AT_LEAST_1)
     init: str = MISSING
-    aux_weight: float = MISSING
-    lr: float = MISSING
-    betas: List[float] = MISSING
+    aux_weight: float = ranged(AT_LEAST_0)
+    lr: float = ranged(POSITIVE)
+    betas: List[float] = ranged(BETAS)
     G: Any = MISSING
     D: Any = MISSING
 
@@ -123,10 +152,10 @@ class ResNetModelConfig(ModelConfig):
 @dataclass
 class LossConfig:
     _target_: str = MISSING
-    n_critic: int = MISSING
-    feature_matching: float = MISSING
-    r1: float = MISSING
-    r1_every: int = MISSING
+    n_critic: int = ranged(AT_LEAST_1)
+    feature_matching: float = ranged(AT_LEAST_0)
+    r1: float = ranged(AT_LEAST_0)
+    r1_every: int = ranged(AT_LEAST_1)
 
 
 @dataclass
@@ -136,12 +165,12 @@ class BCELossConfig(LossConfig):
 
 @dataclass
 class WGANLossConfig(LossConfig):
-    clip: float = MISSING
+    clip: float = ranged(POSITIVE)
 
 
 @dataclass
 class WGANGPLossConfig(LossConfig):
-    gp_weight: float = MISSING
+    gp_weight: float = ranged(AT_LEAST_0)
 
 
 # --- dataset ---------------------------------------------------------------------------------
@@ -149,7 +178,7 @@ class WGANGPLossConfig(LossConfig):
 class DatasetConfig:
     _target_: str = MISSING
     root: str = MISSING
-    limit: Optional[int] = MISSING
+    limit: Optional[int] = ranged(optional(AT_LEAST_1))
 
 
 @dataclass
@@ -161,8 +190,8 @@ class TorchvisionDatasetConfig(DatasetConfig):
 @dataclass
 class FolderDatasetConfig(DatasetConfig):
     img_size: int = MISSING
-    channels: int = MISSING
-    num_workers: int = MISSING
+    channels: int = ranged(Rule("1 (grey) or 3 (RGB)", lambda v: v in (1, 3)))
+    num_workers: int = ranged(AT_LEAST_0)
     cache: bool = MISSING
 
 
@@ -170,21 +199,21 @@ class FolderDatasetConfig(DatasetConfig):
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
-    lr_g: float = MISSING
-    lr_d: float = MISSING
+    lr_g: float = ranged(POSITIVE)
+    lr_d: float = ranged(POSITIVE)
     G: Any = MISSING
     D: Any = MISSING
 
 
 @dataclass
 class AdamConfig(OptimizerConfig):
-    betas: List[float] = MISSING
+    betas: List[float] = ranged(BETAS)
     fused: Optional[bool] = MISSING
 
 
 @dataclass
 class AdamWConfig(AdamConfig):
-    weight_decay: float = MISSING
+    weight_decay: float = ranged(AT_LEAST_0)
 
 
 @dataclass
@@ -195,28 +224,28 @@ class RMSpropConfig(OptimizerConfig):
 # --- trainer, eval and the commands ------------------------------------------------------------
 @dataclass
 class TrainerConfig:
-    epochs: int = MISSING
-    max_steps: Optional[int] = MISSING
-    batch_size: int = MISSING
-    seed: int = MISSING
-    device: str = MISSING
+    epochs: int = ranged(AT_LEAST_1)
+    max_steps: Optional[int] = ranged(optional(AT_LEAST_1))
+    batch_size: int = ranged(AT_LEAST_1)
+    seed: int = ranged(SEED)
+    device: str = ranged(DEVICE)
     precision: Precision = MISSING
     noise: Noise = MISSING
-    label_smoothing: float = MISSING
-    ema_decay: float = MISSING
+    label_smoothing: float = ranged(FRACTION)
+    ema_decay: float = ranged(FRACTION)
     ema_warmup: bool = MISSING
-    ema_bn_batches: int = MISSING
-    log_every: int = MISSING
-    sample_every: int = MISSING
-    ckpt_every: int = MISSING
-    keep_ckpts: int = MISSING
+    ema_bn_batches: int = ranged(AT_LEAST_0)
+    log_every: int = ranged(AT_LEAST_1)
+    sample_every: int = ranged(AT_LEAST_1)
+    ckpt_every: int = ranged(AT_LEAST_1)
+    keep_ckpts: int = ranged(AT_LEAST_0)
     progress: bool = MISSING
     deterministic: bool = MISSING
-    eval_every: Optional[int] = MISSING
-    eval_n: int = MISSING
+    eval_every: Optional[int] = ranged(optional(AT_LEAST_1))
+    eval_n: int = ranged(Rule(">= 100", lambda v: v >= 100))
     sync_bn: bool = MISSING
     channels_last: bool = MISSING
-    compile: str = MISSING
+    compile: str = ranged(Rule("one of " + ", ".join(COMPILE_MODES), lambda v: v in COMPILE_MODES))
 
 
 class Backbone(str, Enum):
@@ -228,22 +257,22 @@ class Backbone(str, Enum):
 class EvalConfig:
     backbone: Backbone = MISSING
     inception_weights: Optional[str] = MISSING
-    real_n: Optional[int] = MISSING
+    real_n: Optional[int] = ranged(optional(Rule(">= 4 (two halves)", lambda v: v >= 4)))
 
 
 @dataclass
 class AdaConfig:
-    target: float = MISSING
-    interval: int = MISSING
-    kimg: float = MISSING
+    target: float = ranged(Rule("in (-1, 1)", lambda v: -1 < v < 1))
+    interval: int = ranged(AT_LEAST_1)
+    kimg: float = ranged(POSITIVE)
 
 
 @dataclass
 class AugmentConfig:
     policy: List[str] = MISSING
-    translation: float = MISSING
-    cutout: float = MISSING
-    p: float = MISSING
+    translation: float = ranged(Rule("in (0, 0.5]", lambda v: 0 < v <= 0.5))
+    cutout: float = ranged(Rule("in (0, 1]", lambda v: 0 < v <= 1))
+    p: float = ranged(Rule("in (0, 1]", lambda v: 0 < v <= 1))
     ada: Optional[AdaConfig] = MISSING
 
 
@@ -263,7 +292,7 @@ class TrainConfig:
 @dataclass
 class SummaryConfig(TrainConfig):
     ckpt: Optional[str] = MISSING
-    depth: int = MISSING
+    depth: int = ranged(AT_LEAST_1)
 
 
 @dataclass
@@ -271,9 +300,9 @@ class SampleConfig:
     ckpt: Optional[str] = MISSING
     label: Any = MISSING
     n: Optional[int] = MISSING
-    seed: int = MISSING
+    seed: int = ranged(SEED)
     out: Optional[str] = MISSING
-    device: str = MISSING
+    device: str = ranged(DEVICE)
     outputs: str = MISSING
     interpolate: Any = MISSING
     steps: int = MISSING
@@ -293,8 +322,8 @@ class RunGeneratorConfig:
 @dataclass
 class EvalCommandConfig(RunGeneratorConfig):
     n: int = MISSING
-    seed: int = MISSING
-    device: str = MISSING
+    seed: int = ranged(SEED)
+    device: str = ranged(DEVICE)
     eval: EvalConfig = MISSING
 
 
@@ -309,67 +338,6 @@ class FitClassifierConfig:
     dataset: Any = MISSING
     epochs: int = MISSING
     batch_size: int = MISSING
-    seed: int = MISSING
-    device: str = MISSING
+    seed: int = ranged(SEED)
+    device: str = ranged(DEVICE)
     refit: bool = MISSING
-
-
-NOT_CHOICES = ("model_loss",)  # loaded by the choices of model and loss, never chosen by hand
-
-
-def options(group: str) -> list[str]:
-    """The options of a config group of the shipped conf/: its YAML files' names."""
-    folder = importlib.resources.files("ganctl.conf") / group
-    return sorted(f.name[:-len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml")) if folder.is_dir() else []
-
-
-def config_groups() -> str:
-    """`group: option, ...` for every folder of the shipped conf/ that a user chooses from, for
-    `ganctl train --help` (Hydra's own listing would also show the schema/ groups)."""
-    conf = importlib.resources.files("ganctl.conf")
-    groups = sorted(d.name for d in conf.iterdir() if d.is_dir() and d.name not in NOT_CHOICES)
-    return "\n".join(f"{group}: {', '.join(options(group))}" for group in groups if options(group))
-
-
-def _run_time():
-    from ganctl.training.distributed import run_time  # imports torch: only when a run directory is resolved
-    return run_time()
-
-
-_registered = False
-
-
-def register() -> None:
-    """Put the schemas into Hydra's ConfigStore under schema/<group>/<name>, once per process
-    (storing them converts every dataclass: ~20 ms)."""
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    OmegaConf.register_new_resolver("ganctl_groups", config_groups, replace=True)
-    # ${ganctl_now:%H-%M-%S}: Hydra's ${now:} with rank 0's clock under torchrun, so that every
-    # rank resolves the same run directory.
-    OmegaConf.register_new_resolver("ganctl_now", lambda pattern: _run_time().strftime(pattern),
-                                    use_cache=True, replace=True)
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="sample_schema", node=SampleConfig)
-    cs.store(name="summary_schema", node=SummaryConfig)
-    cs.store(name="eval_schema", node=EvalCommandConfig)
-    cs.store(name="fit_classifier_schema", node=FitClassifierConfig)
-    cs.store(name="export_schema", node=ExportConfig)
-    for group, name, node in [
-        ("model", "mlp", MLPModelConfig),
-        ("model", "dcgan", DCGANModelConfig),
-        ("model", "resnet", ResNetModelConfig),
-        ("loss", "base", LossConfig),
-        ("loss", "bce", BCELossConfig),
-        ("loss", "wgan", WGANLossConfig),
-        ("loss", "wgan_gp", WGANGPLossConfig),
-        ("dataset", "torchvision", TorchvisionDatasetConfig),
-        ("dataset", "folder", FolderDatasetConfig),
-        ("optimizer", "adam", AdamConfig),
-        ("optimizer", "adamw", AdamWConfig),
-        ("optimizer", "rmsprop", RMSpropConfig),
-    ]:
-        cs.store(group=f"schema/{group}", name=name, node=node)
