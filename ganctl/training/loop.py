@@ -164,8 +164,6 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
     B, num_classes, n_critic = tcfg.batch_size, data_info["num_classes"], loss.n_critic
     train_step, ema = build_step(cfg, data_info, loss, device, autocast, ranks)
     G, D = train_step.G, train_step.D
-    log.info("G: %.2fM parameters, D: %.2fM parameters, device %s",
-             sum(p.numel() for p in G.parameters()) / 1e6, sum(p.numel() for p in D.parameters()) / 1e6, device)
     max_steps = tcfg.max_steps or max(1, tcfg.epochs * data.batches_per_epoch(B) // n_critic)
     fixed_z, fixed_y, grid_nrow = fixed_inputs(cfg.model.z_dim, num_classes, tcfg.noise, tcfg.seed, device,
                                                codes=cfg.model.G.get("codes", 0))
@@ -235,11 +233,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
                     out.best_checkpoint(state(step))
                 wall["eval"] += time.perf_counter() - t0
             if do.sample:  # the grid of the fixed noise, drawn by the averaged G
-                G_show = ema.at(step) if ema is not None else G.eval()
-                with torch.no_grad(), autocast:
-                    images = G_show(fixed_z, fixed_y).float()
-                G.train()
-                out.grid(step, images, grid_nrow)
+                out.grid(step, draw(ema.at(step) if ema is not None else G, fixed_z, fixed_y, autocast), grid_nrow)
             if do.save:  # under torchrun a collective (the replicas must agree); rank 0 writes
                 check_replicas(G, D, step, W)
                 if main:
@@ -258,10 +252,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
     log.info("finished %d steps (%d epochs); %s", max_steps, epoch + 1,
              ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     wall["loop"] = time.perf_counter() - t_loop
-    result = finish(out, wall, {"step": max_steps, **metrics, **eval_metrics}, ckpt_dir)
-    if main:
-        directory.write_result(run_dir, result)
-    return result
+    return finish(out, wall, {"step": max_steps, **metrics, **eval_metrics}, run_dir, main)
 
 
 def runtime_for(tcfg, ranks: distributed.Ranks):
@@ -376,18 +367,31 @@ def interrupted(signum, step: int, ckpt_dir: Path, run_dir: Path, W: int) -> Int
                        f"continue with: {launcher}ganctl train {shlex.quote(f'resume={run_dir}')}", signum)
 
 
-def finish(out: RunOutputs, wall: dict, result: dict, ckpt_dir: Path) -> dict:
-    """Curves and progress.gif, the best checkpoint named, the wall time logged; the run's result."""
+def draw(G, z, y, autocast) -> torch.Tensor:
+    """G's images of (z, y) in eval mode (BatchNorm's running statistics), G left training."""
+    was_training = G.training
+    with torch.no_grad(), autocast:
+        images = G.eval()(z, y).float()
+    G.train(was_training)
+    return images
+
+
+def finish(out: RunOutputs, wall: dict, result: dict, run_dir: Path, main: bool) -> dict:
+    """Curves and progress.gif, the best checkpoint named, the wall time logged, result.json
+    written (rank 0); the run's result."""
     t0 = time.perf_counter()
     out.finish()
     if out.best:
-        log.info("best FID %.4g at step %d: %s", out.best["fid"], out.best["step"], ckpt_dir / "best.pt")
+        log.info("best FID %.4g at step %d: %s", out.best["fid"], out.best["step"], run_dir / "checkpoints" / "best.pt")
     wall["end"] = time.perf_counter() - t0
     log.info("wall time %.1f s: start-up %.1f s (imports, config, data, networks), training loop "
              "%.1f s (quick evals %.1f s of it), feature classifier and real features %.1f s, end %.1f s "
              "(curves, progress.gif)", wall["startup"] + wall["eval_setup"] + wall["loop"] + wall["end"],
              wall["startup"], wall["loop"], wall["eval"], wall["eval_setup"], wall["end"])
-    return {**result, **{f"Time/{k}_s": v for k, v in wall.items()}}
+    result = {**result, **{f"Time/{k}_s": v for k, v in wall.items()}}
+    if main:
+        directory.write_result(run_dir, result)
+    return result
 
 
 def diverged(step: int, what: str, run_dir: Path) -> UserError:

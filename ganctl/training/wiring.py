@@ -150,6 +150,8 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
                      batch_size=tcfg.batch_size, autocast=autocast, G_train=G_train, D_train=D_train,
                      D_g=D_g, channels_last=tcfg.channels_last, cudagraphs=tcfg.compile == "reduce-overhead",
                      rank=ranks.rank, world_size=W, ada=ada)
+    log.info("G: %.2fM parameters, D: %.2fM parameters, device %s",
+             sum(p.numel() for p in G.parameters()) / 1e6, sum(p.numel() for p in D.parameters()) / 1e6, device)
     return step, ema
 
 
