@@ -48,6 +48,6 @@ def run_fit_classifier(cfg) -> None:
         print(f"ganctl ships the classifier for this dataset ({shipped[2]}, {100 * shipped[1]:.2f}% test "
               f"accuracy), so evals need no fit; refit=true fits one of your own, which evals then use")
         return
-    _, acc = load_or_fit(ref, resolve_device(cfg.device, key="device"), refit=True, epochs=cfg.epochs,
-                         batch_size=cfg.batch_size, seed=cfg.seed)
+    chosen = {k: cfg[k] for k in ("epochs", "batch_size") if cfg[k] is not None}  # null: what every eval's fit uses
+    _, acc = load_or_fit(ref, resolve_device(cfg.device, key="device"), refit=True, seed=cfg.seed, **chosen)
     print(f"wrote {path}: {100 * acc:.2f}% accuracy on {len(ref.test_x)} test images")

@@ -296,13 +296,18 @@ class SummaryConfig(TrainConfig):
 
 
 @dataclass
-class SampleConfig:
+class SeedDeviceConfig:
+    """conf/seed_device.yaml: the keys of the commands that draw or fit."""
+    seed: int = ranged(SEED)
+    device: str = ranged(DEVICE)
+
+
+@dataclass
+class SampleConfig(SeedDeviceConfig):
     ckpt: Optional[str] = MISSING
     label: Any = MISSING
     n: Optional[int] = MISSING
-    seed: int = ranged(SEED)
     out: Optional[str] = MISSING
-    device: str = ranged(DEVICE)
     outputs: str = MISSING
     interpolate: Any = MISSING
     steps: int = MISSING
@@ -320,10 +325,8 @@ class RunGeneratorConfig:
 
 
 @dataclass
-class EvalCommandConfig(RunGeneratorConfig):
+class EvalCommandConfig(RunGeneratorConfig, SeedDeviceConfig):
     n: int = MISSING
-    seed: int = ranged(SEED)
-    device: str = ranged(DEVICE)
     eval: EvalConfig = MISSING
 
 
@@ -334,10 +337,8 @@ class ExportConfig(RunGeneratorConfig):
 
 
 @dataclass
-class FitClassifierConfig:
+class FitClassifierConfig(SeedDeviceConfig):
     dataset: Any = MISSING
-    epochs: int = MISSING
-    batch_size: int = MISSING
-    seed: int = ranged(SEED)
-    device: str = ranged(DEVICE)
+    epochs: Optional[int] = ranged(optional(AT_LEAST_1))
+    batch_size: Optional[int] = ranged(optional(AT_LEAST_1))
     refit: bool = MISSING
