@@ -1,5 +1,5 @@
 """The Hydra apps behind `ganctl <command>`: each composes its config from conf/ and calls the
-plain function that does the work. cli.py routes the command line here."""
+plain function that does the work. main.py routes the command line here."""
 import logging
 import math
 import time
