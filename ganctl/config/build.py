@@ -44,10 +44,16 @@ def _is_role(role: str, obj) -> bool:
 MOVED = {"ganctl.losses.": "ganctl.training.losses."}
 
 
+def moved(target):
+    """`target` under its module's present name, where a saved config names one that moved."""
+    if not isinstance(target, str):
+        return target
+    return next((new + target[len(old):] for old, new in MOVED.items() if target.startswith(old)), target)
+
+
 def resolve_target(target, role: str):
     """The class or function that `target` names, if `role` may build it; else a UserError."""
-    if isinstance(target, str):
-        target = next((new + target[len(old):] for old, new in MOVED.items() if target.startswith(old)), target)
+    target = moved(target)
     if not isinstance(target, str) or not re.fullmatch(ROLES[role], target):
         shown = target if isinstance(target, str) else repr(target)
         raise UserError(f"{role}._target_={shown} is not one of ganctl's own {role} classes; "
