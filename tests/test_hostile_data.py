@@ -11,10 +11,9 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import SHRINK, TINY_MODEL, one_line_error
+from conftest import SHRINK, one_line_error
 from ganctl.training import memory
 from ganctl.cli import sweep
-from ganctl.run.checkpoint import load_checkpoint
 from ganctl.data import load_folder
 from ganctl.errors import UserError
 from ganctl.training.loop import train

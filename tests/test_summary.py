@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from conftest import mnist_models, one_line_error, options
+from conftest import mnist_models, one_line_error
 from ganctl import data
 from ganctl.config.build import build, plain, resolve_target
 from ganctl.run.checkpoint import load_checkpoint
