@@ -81,18 +81,21 @@ def dcgan_2_epochs(real_cache, tmp_path_factory):
 
 
 def test_conditional_dcgan_meets_the_quality_bar(cdcgan_2_epochs):
-    # Issue 3's bar. Measured with the defaults on 2026-11-23 (docs/results.md): seed 0 reached
-    # FID 16.7x the floor and label accuracy 98.5%; at Adam's old 2e-4 it was 102-116x and 93-95%.
+    # Issue 40's figures with the defaults of 2026-12-06 (docs/results.md): 11.8x and 11.6x the
+    # floor, 99.1% and 99.4% read as asked (seeds 0, 1); the margins leave room for seed spread,
+    # and without the AC-GAN head (98.2-98.4%) the label line fails.
     m, result, _ = cdcgan_2_epochs
     assert result["classifier_test_acc"] >= 0.99
-    assert m["label_acc"] >= 0.97
-    assert m["fid"] <= 25 * m["fid_floor"]
+    assert m["label_acc"] >= 0.985
+    assert m["fid"] <= 15 * m["fid_floor"]
+    assert m["recall"] >= 0.7  # measured 0.80, 0.79
 
 
 def test_dcgan_draws_every_digit(dcgan_2_epochs):
     m, _, _ = dcgan_2_epochs
     assert m["label_tv"] <= 0.2  # measured 0.088 (seed 0), 10,000 images; 0.23 at the old Adam 2e-4
-    assert m["recall"] >= 0.3
+    assert m["recall"] >= 0.75  # measured 0.85
+    assert m["fid"] <= 230 * m["fid_floor"]  # measured 185-196x (seed 0, 2026-11-24 to 12-06)
 
 
 def test_dcgan_draws_every_digit_in_near_equal_shares(dcgan_2_epochs):
