@@ -56,6 +56,17 @@ def test_resume_warns_about_config_changes_and_refuses_another_model(make_cfg, t
         train(make_cfg("model=gan", "trainer.max_steps=4", f"resume={tmp_path}"), tmp_path)
 
 
+def test_a_run_saved_before_the_folders_resumes_without_a_warning_about_its_moved_loss(make_cfg, tmp_path, caplog):
+    train(make_cfg("trainer.max_steps=2"), tmp_path)
+    last = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["cfg"]["loss"]["_target_"] = "ganctl.losses.BCE"  # as runs saved before ganctl/training/ name it
+    torch.save(state, last)
+    assert load_checkpoint(last)["cfg"]["loss"]["_target_"] == "ganctl.training.losses.BCE"
+    train(make_cfg("trainer.max_steps=3", f"resume={tmp_path}"), tmp_path)
+    assert "trainer.max_steps: 2 -> 3" in caplog.text and "_target_" not in caplog.text
+
+
 def test_resume_with_another_n_critic_continues_from_the_batches_seen(make_cfg, tmp_path):
     train(make_cfg("model=gan", "loss=wgan", "trainer.max_steps=2"), tmp_path)  # 2 steps x 5 D batches
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["batch"] == 10

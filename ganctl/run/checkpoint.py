@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ganctl.config.build import moved
 from ganctl.data import MAX_IMG_SIZE
 from ganctl.errors import UserError, free_space, one_line
 from ganctl.run.directory import newest_run
@@ -104,6 +105,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if wrong:
         raise UserError(f"{path} is not a valid ganctl checkpoint ({wrong[0]})")
     add_missing_keys(state["cfg"])
+    rename_moved_targets(state["cfg"])
     return state
 
 
@@ -136,6 +138,17 @@ def add_missing_keys(cfg: dict) -> None:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and key not in node and (target is None or node.get("_target_") == target):
             node[key] = copy.deepcopy(value)
+
+
+def rename_moved_targets(node) -> None:
+    """Every `_target_` of a saved config under its module's present name (config.build.MOVED), so
+    that a resume compares and builds it as the class it is."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        if k == "_target_":
+            node[k] = moved(v)
+        else:
+            rename_moved_targets(v)
 
 
 def _is_int(v, lo: int, hi: int) -> bool:

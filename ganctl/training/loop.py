@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ganctl.training import distributed
 from ganctl.run import directory
-from ganctl.config.build import build, moved, plain, resolve_target
+from ganctl.config.build import build, plain, resolve_target
 from ganctl.evaluation.classifier import reference_data
 from ganctl.run.checkpoint import all_finite, load_checkpoint
 from ganctl.data import shape as dataset_shape
@@ -70,8 +70,8 @@ def flat_items(d: dict, prefix: str = "") -> dict:
 
 
 def config_changes(saved: dict, current: dict) -> list[str]:
-    """`key: old -> new` for every key that differs, `resume` aside (a class that only moved is no change)."""
-    a, b = ({k: moved(v) if k.endswith("_target_") else v for k, v in flat_items(c).items()} for c in (saved, current))
+    """`key: old -> new` for every key that differs, `resume` aside."""
+    a, b = flat_items(saved), flat_items(current)
     return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
             if k != "resume" and a.get(k) != b.get(k)]
 
