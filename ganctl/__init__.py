@@ -7,7 +7,7 @@
 
 import time
 
-from ganctl.errors import UserError  # every mistake the API reports: the CLI's one-line message  # noqa: F401
+from ganctl.errors import UserError  # every mistake the API reports: the CLI's one-line message
 
 __version__ = "0.1.0"
 
