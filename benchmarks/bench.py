@@ -50,6 +50,7 @@ from torch.utils.flop_counter import flop_registry
 from ganctl.cli import registry
 from ganctl.config.build import build
 from ganctl.data import load_mnist
+from ganctl.training.clusters import clustered
 from ganctl.training.wiring import build_discriminator, build_generator, build_loss, build_step, conditioning
 from ganctl.training.runtime import cudnn_autotuner, device_name, resolve_device
 from ganctl.training.loop import real_batches
@@ -115,6 +116,9 @@ def ganctl_step(cfg, device, data):
     num_classes = conditioning(cfg.model, data.num_classes, tcfg.batch_size)
     loss = build_loss(cfg, num_classes)
     info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
+    if cfg.model.get("clusters"):  # self-conditioning, as `ganctl train` sets it up
+        data, info["clusters"] = clustered(data, cfg.model.clusters, tcfg.seed)
+    labelled = num_classes or "clusters" in info
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
     torch.manual_seed(0)
     step, ema = build_step(cfg, info, loss, device, autocast)
@@ -125,7 +129,7 @@ def ganctl_step(cfg, device, data):
         reals = []
         for _ in range(loss.n_critic):
             _, x, y = next(batches)
-            reals.append((x, y if num_classes else None))
+            reals.append((x, y if labelled else None))
         step(reals)
         count[0] += 1
         if ema is not None:

@@ -45,7 +45,7 @@ def test_multirun_jobs_check_their_ranges_too(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("args", [["model=cdcgan", "model.D.pack=2"], ["model.D.pack=3", "trainer.batch_size=8"]])
 def test_packs_need_an_unconditional_model_and_a_batch_they_divide(make_cfg, tmp_path, args):
-    with pytest.raises(UserError, match=r"model.D.pack=\d needs an unconditional model and a trainer.batch_size"):
+    with pytest.raises(UserError, match=r"model.D.pack=\d needs an unconditional model \(model.clusters=0\) and a trainer.batch_size"):
         train(make_cfg(*args), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
 
@@ -196,7 +196,7 @@ def test_more_bad_values_are_refused_before_anything_is_written(tmp_path, ganctl
 
 
 def test_label_conditioning_of_an_unconditional_model_is_one_line(tmp_path, ganctl, data_root):
-    code, _, err = ganctl("train", f"dataset.root={data_root}", "dataset.download=false", "model=dcgan", "model.G.cond=multiply", "model.D.cond=channel",
+    code, _, err = ganctl("train", f"dataset.root={data_root}", "dataset.download=false", "model=dcgan", "model.clusters=0", "model.G.cond=multiply", "model.D.cond=channel",
                           cwd=tmp_path)
     one_line_error(code, err, "model.G.cond=multiply and model.D.cond=channel needs labels", "model=cdcgan")
 

@@ -227,10 +227,10 @@ def test_a_resumed_run_removes_the_temporary_files_of_a_killed_writer(tiny_run, 
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    """A 3 MB tmpfs (a real full disk); skipped where mounting is not allowed."""
+    """A 5 MB tmpfs (a real full disk); skipped where mounting is not allowed."""
     where = tmp_path / "disk"
     where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(where)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     yield where
@@ -238,7 +238,7 @@ def small_disk(tmp_path):
 
 
 def test_a_real_full_disk_is_one_line_and_keeps_a_resumable_checkpoint(small_disk, tmp_path, ganctl, data_root):
-    run_dir = small_disk / "run"  # a tiny dcgan checkpoint is 2.7 MB: the second one cannot fit
+    run_dir = small_disk / "run"  # a tiny dcgan checkpoint is 3.6 MB: the second one cannot fit
     code, out, err = ganctl("train", *cli_args(data_root), "trainer.max_steps=4", "trainer.ckpt_every=1",
                             "trainer.keep_ckpts=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     one_line_error(code, err, f"could not write checkpoint {run_dir}", "free there")
@@ -334,6 +334,8 @@ def test_a_signal_during_a_quick_eval_abandons_it_saves_and_stops(make_cfg, tmp_
     (lambda s: s.update(G_ema=[1, 2]), "G_ema is not a state_dict of tensors"),
     (lambda s: s.update(rng={"torch": "seed"}), "rng is not a saved random state"),
     (lambda s: s["data"].update(img_size=10**6), "data.img_size=1000000 is not in [1, 1024]"),
+    (lambda s: s["data"].update(clusters=[2**50, 1]), "data.clusters is not a list of 2 to 1000 cluster sizes"),
+    (lambda s: s["data"].update(clusters=[1] * 5), "G_ema does not fit the network its saved config"),
     # Widths that would need terabytes: refused from shapes alone, before any memory is taken.
     (lambda s: s["cfg"]["model"]["G"].update(ngf=10**7), "G_ema does not fit the network its saved config"),
 ])

@@ -9,7 +9,9 @@ from conftest import mnist_models, one_line_error
 from ganctl import data
 from ganctl.config.build import build, plain, resolve_target
 from ganctl.run.checkpoint import load_checkpoint
-from ganctl.training.wiring import build_loss, build_step, check_compatible
+from ganctl.training.distributed import Ranks
+from ganctl.training.loop import load_data
+from ganctl.training.wiring import build_step
 from ganctl.commands.summary import nets, run_summary, tables
 
 
@@ -18,17 +20,16 @@ def totals(stdout: str) -> list[int]:
     return [int(n.replace(",", "")) for n in re.findall(r"Total params: ([\d,]+)", stdout)]
 
 
-def trained_nets(cfg, loaded):
+def trained_nets(cfg):
     """G and D as the training loop builds them (ganctl.training.loop._train's own calls)."""
-    num_classes = check_compatible(cfg.model, loaded, cfg.trainer.batch_size)
-    info = {"img_channels": loaded.img_channels, "img_size": loaded.img_size, "num_classes": num_classes}
-    step, _ = build_step(cfg, info, build_loss(cfg, num_classes), torch.device("cpu"))
+    _, info, loss = load_data(cfg, Ranks(), torch.device("cpu"))
+    step, _ = build_step(cfg, info, loss, torch.device("cpu"))
     return step.G, step.D
 
 
 @pytest.mark.parametrize("overrides", [(f"model={m}",) for m in mnist_models()] + [("model=resnet", "dataset=cifar10"),
-    ("model=cdcgan", "dataset=cifar10"), ("model=dcgan", "loss=wgan_gp"), ("model=dcgan", "model.D.pack=2"),
-    ("model=gan", "loss=wgan"), ("model=dcgan", "model.G.codes=10", "model.aux_weight=1")])
+    ("model=cdcgan", "dataset=cifar10"), ("model=dcgan", "loss=wgan_gp"), ("model=dcgan", "model.D.pack=2", "model.clusters=0"),
+    ("model=gan", "loss=wgan"), ("model=dcgan", "model.G.codes=10", "model.aux_weight=1", "model.clusters=0")])
 def test_totals_are_the_parameters_that_train_builds(make_cfg, cifar_files_pass_their_checksums, capsys,
                                                      overrides):
     cfg = make_cfg(*overrides)
@@ -36,7 +37,7 @@ def test_totals_are_the_parameters_that_train_builds(make_cfg, cifar_files_pass_
     # The data's shape comes from the config alone, and is the loaded data's.
     assert data.shape(resolve_target(cfg.dataset._target_, "dataset"), plain(cfg.dataset)) == {
         "img_channels": loaded.img_channels, "img_size": loaded.img_size, "num_classes": loaded.num_classes}
-    G, D = trained_nets(cfg, loaded)
+    G, D = trained_nets(cfg)
     with open_dict(cfg):
         cfg.ckpt, cfg.depth = None, 3
     stats = run_summary(cfg)
@@ -48,9 +49,9 @@ def test_totals_are_the_parameters_that_train_builds(make_cfg, cifar_files_pass_
 
 def test_spectral_norm_leaves_the_multiply_adds_as_they_are(make_cfg):
     info = {"img_channels": 1, "img_size": 28, "num_classes": 0}
-    (G, plain_D, _), (_, normed_D, _) = (nets(make_cfg("model=dcgan", f"model.D.spectral_norm={on}"), info)
-                                         for on in ("false", "true"))
-    stats = [tables(G, D, info, G.z_dim, depth=3)[1] for D in (plain_D, normed_D)]
+    (G, plain_D, built), (_, normed_D, _) = (nets(make_cfg("model=dcgan", f"model.D.spectral_norm={on}"), info)
+                                             for on in ("false", "true"))
+    stats = [tables(G, D, built, G.z_dim, depth=3)[1] for D in (plain_D, normed_D)]
     assert stats[0].total_mult_adds == stats[1].total_mult_adds > 0
 
 

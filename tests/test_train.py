@@ -65,8 +65,8 @@ def test_keeps_the_last_k_periodic_checkpoints(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("option", ["trainer.noise=uniform", "trainer.precision=bf16",
                                     "trainer.label_smoothing=0.1", "optimizer=rmsprop", "loss.saturating=true",
-                                    "model.D.spectral_norm=true", "model.D.pack=2",
-                                    "loss.feature_matching=1 model.D.pack=2", "loss.feature_matching=1 model=cgan",
+                                    "model.D.spectral_norm=true", "model.D.pack=2 model.clusters=0",
+                                    "loss.feature_matching=1 model.D.pack=2 model.clusters=0", "loss.feature_matching=1 model=cgan",
                                     "model.D.norm=instance loss=wgan_gp", "model.G.upsample=bilinear",
                                     "loss=hinge loss.r1=1 loss.r1_every=2",
                                     "model=cdcgan model.G.cond=multiply model.G.noise_injection=true model.D.cond=channel"])
@@ -84,7 +84,7 @@ def test_auxiliary_classifier_trains_and_is_saved(make_cfg, tmp_path, model, los
 
 
 def test_infogan_codes_train_and_d_keeps_its_code_head(make_cfg, tmp_path):
-    metrics = train(make_cfg("model=dcgan", "model.G.codes=10", "model.aux_weight=1.0"), tmp_path)
+    metrics = train(make_cfg("model=dcgan", "model.G.codes=10", "model.aux_weight=1.0", "model.clusters=0"), tmp_path)
     assert metrics["Loss/D_info"] > 0 and torch.isfinite(torch.tensor(metrics["Loss/G"]))
     D = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["D"]
     assert D["head.classifier.weight"].shape[0] == 10
@@ -101,7 +101,7 @@ def test_fixed_codes_grid_holds_each_code_on_its_row_and_keeps_the_values_of_z()
 
 
 def test_auxiliary_classifier_is_ignored_without_labels(make_cfg, tmp_path, caplog):
-    metrics = train(make_cfg("model=dcgan", "model.aux_weight=1.0"), tmp_path)
+    metrics = train(make_cfg("model=dcgan", "model.aux_weight=1.0", "model.clusters=0"), tmp_path)
     assert "Loss/D_aux" not in metrics and "aux_weight has no effect" in caplog.text
 
 

@@ -15,16 +15,16 @@ from ganctl import data
 from ganctl.config.build import plain, resolve_target
 from ganctl.run.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from ganctl.training.memory import footprint, refuse_if_too_large
-from ganctl.training.wiring import build_discriminator, build_generator, build_loss, conditioning
+from ganctl.training.wiring import build_discriminator, build_generator, build_loss, conditioning, labels_of, planned_info
 
 
 def nets(cfg: DictConfig, data_info: dict) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
     """G and D as `ganctl train` builds them for this config and data (before DDP or compile), and
     the data_info they were built for (num_classes: what the model is conditioned on)."""
     num_classes = conditioning(cfg.model, data_info["num_classes"], cfg.trainer.batch_size)
-    info = {**data_info, "num_classes": num_classes}
+    info = planned_info(cfg.model, data_info, num_classes)
     loss = build_loss(cfg, num_classes)
-    G = build_generator(cfg.model, info)
+    G = build_generator(cfg.model, info, cfg.trainer.noise)
     D = build_discriminator(cfg.model, info, per_sample=loss.per_sample_critic, clipped=loss.clipped_critic,
                             aux=loss.aux_weight > 0)
     return G, D, info
@@ -47,7 +47,7 @@ def tables(G: torch.nn.Module, D: torch.nn.Module, info: dict, z_dim: int, depth
     from torchinfo import summary  # imported by this command only
     G, D = plain_weights(G), plain_weights(D)
     batch = getattr(D, "pack", 1) or 1
-    y = torch.zeros(batch, dtype=torch.long) if info["num_classes"] else None
+    y = torch.zeros(batch, dtype=torch.long) if labels_of(info) else None
     x = torch.zeros(batch, info["img_channels"], info["img_size"], info["img_size"])
     columns = ("output_size", "num_params", "mult_adds")
     return [summary(net, input_data=[inputs] if y is None else [inputs, y], depth=depth, col_names=columns,
@@ -70,13 +70,14 @@ def run_summary(cfg: DictConfig) -> tuple:
         where = "the composed config"
     with torch.device("meta"):  # sized first without memory: a config can ask for more than there is
         G, D, info = nets(run_cfg, data_info)
-        fp = footprint(G, D, getattr(D, "pack", 1) or 1, run_cfg.model.z_dim, info["num_classes"])
+        fp = footprint(G, D, getattr(D, "pack", 1) or 1, run_cfg.model.z_dim, labels_of(info))
     refuse_if_too_large(f"model={run_cfg.model.name} on {info['img_size']} px images",
                         2 * (fp["G"] + fp["D"]) + fp["G_acts"] + fp["D_acts"], "cpu",
                         "lower dataset.img_size or the model's widths")
     G, D, info = nets(run_cfg, data_info)
     stats = tables(G, D, info, run_cfg.model.z_dim, cfg.depth)
-    classes = f", {info['num_classes']} classes" if info["num_classes"] else ""
+    classes = (f", {info['num_classes']} classes" if info["num_classes"] else
+               f", {len(info['clusters'])} clusters of its images" if info.get("clusters") else "")
     print(f"model={run_cfg.model.name}, images {info['img_channels']}x{info['img_size']}x{info['img_size']}"
           f"{classes}, from {where}")
     for name, s in zip(("G", "D"), stats):

@@ -138,6 +138,7 @@ class MLPModelConfig(ModelConfig):
 
 @dataclass
 class DCGANModelConfig(ModelConfig):
+    clusters: int = ranged(Rule("0 or 2 to 1000", lambda v: v == 0 or 2 <= v <= 1000))
     G: DCGANGeneratorConfig = field(default_factory=DCGANGeneratorConfig)
     D: DCGANDiscriminatorConfig = field(default_factory=DCGANDiscriminatorConfig)
 

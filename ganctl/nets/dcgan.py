@@ -6,6 +6,7 @@ The depth follows the image size: halve it while it stays even and >= 4, so 28 -
 (two up-sampling layers from a 7x7 base) and 32 -> 16 -> 8 -> 4 (three from 4x4).
 """
 import logging
+import math
 
 import torch
 from torch import nn
@@ -57,6 +58,10 @@ class Generator(nn.Module):
     like a label (InfoGAN, Chen et al. 2016); D's code head and the loss's information term
     (model.aux_weight) make each code draw something D can tell apart: on MNIST, a digit.
     The code lives in z, so whatever draws z (samples, eval, interpolation) draws codes too.
+    clusters: the sizes of the k-means clusters of the training images (self-conditioning,
+    ganctl.training.clusters): G is conditioned on a cluster as on a label; given no label, z's
+    first entry draws one as often as the data holds it and the net reads the rest of z, so it
+    sees the same noise in training and in sampling. `noise` (normal | uniform) is z's law.
 
     cond: `concat` appends an embed_dim label embedding to z; `multiply` multiplies a z-sized one
     into z (the conditional DCGAN tutorial). noise_injection: tanh of a 1x1 convolution of z is
@@ -64,26 +69,31 @@ class Generator(nn.Module):
 
     def __init__(self, z_dim: int, img_channels: int, img_size: int, num_classes: int = 0, *,
                  ngf: int, embed_dim: int, cbn: bool, codes: int, upsample: str, cond: str,
-                 noise_injection: bool):
+                 noise_injection: bool, clusters: list[int] | None = None, noise: str = "normal"):
         super().__init__()
-        if codes and num_classes:
-            raise ValueError("codes needs an unconditional model: the label already plays its part")
+        k = len(clusters or ())
+        if sum(map(bool, (codes, num_classes, k))) > 1:
+            raise ValueError("labels, codes and clusters exclude each other: each conditions G on its own")
         _choice("upsample", upsample, UPSAMPLING)
         _choice("G.cond", cond, G_CONDITIONING)
-        if cond == "multiply" and not (num_classes or codes):
+        if cond == "multiply" and not (num_classes or codes or k):
             raise ValueError("G.cond=multiply needs labels: a conditional model (or codes)")
-        self.z_dim, self.num_classes, self.codes = z_dim, num_classes, codes
+        self.z_dim, self.num_classes, self.codes, self.clusters, self.noise = z_dim, num_classes, codes, k, noise
+        if k:  # where z[:, 0] falls among the clusters' cumulative shares picks one
+            sizes = torch.tensor(clusters, dtype=torch.float32)
+            self.register_buffer("cluster_edges", (sizes.cumsum(0) / sizes.sum())[:-1], persistent=False)
         side, n_up = base_size(img_size)
         width = ngf * 2 ** n_up
-        self.cond = (MultiplyEmbedding(num_classes or codes, z_dim) if cond == "multiply"
-                     else ConcatEmbedding(num_classes or codes, embed_dim))
-        self.inject = nn.Conv2d(z_dim, width, 1) if noise_injection else None  # (B, z_dim, 1, 1) -> (B, width, 1, 1)
+        net_z = z_dim - 1 if k else z_dim  # the z entries the net reads
+        self.cond = (MultiplyEmbedding(num_classes or codes or k, net_z) if cond == "multiply"
+                     else ConcatEmbedding(num_classes or codes or k, embed_dim))
+        self.inject = nn.Conv2d(net_z, width, 1) if noise_injection else None  # (B, z_dim, 1, 1) -> (B, width, 1, 1)
 
         def bn(c):  # class-conditional BatchNorm where asked for (conditional models only)
             return ConditionalBatchNorm2d(c, num_classes) if cbn and num_classes else nn.BatchNorm2d(c)
 
         layers = [  # (B, z_dim [+ embed_dim], 1, 1) -> (B, ngf * 2^n_up, side, side)
-            nn.ConvTranspose2d(z_dim + self.cond.out_extra, width, side, 1, 0, bias=False),
+            nn.ConvTranspose2d(net_z + self.cond.out_extra, width, side, 1, 0, bias=False),
             bn(width), nn.ReLU(inplace=True)]
         for _ in range(n_up - 1):  # each doubles the side and halves the width
             layers += [*up2(width, width // 2, upsample, bias=False), bn(width // 2), nn.ReLU(inplace=True)]
@@ -96,9 +106,19 @@ class Generator(nn.Module):
         uniform over 0..codes-1 for i.i.d. normal or uniform noise. None without codes."""
         return z[:, :self.codes].argmax(1) if self.codes else None
 
+    def cluster(self, z: torch.Tensor) -> torch.Tensor:
+        """The cluster (B,) that z's first entry draws: its quantile under z's law, placed among the
+        clusters' cumulative shares, so each is drawn as often as the data holds it."""
+        z0 = z[:, 0].float()
+        u = (z0 + 1) / 2 if self.noise == "uniform" else 0.5 * (1 + torch.erf(z0 / math.sqrt(2)))
+        return (u[:, None] >= self.cluster_edges).sum(1)
+
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.codes:
             y = self.code(z)
+        if self.clusters:
+            y = self.cluster(z) if y is None else y
+            z = z[:, 1:]
         h = self.cond(z, y)[:, :, None, None]  # (B, z_dim [+ embed_dim], 1, 1)
         for i, layer in enumerate(self.net):
             h = layer(h, y) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)

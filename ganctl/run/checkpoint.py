@@ -2,7 +2,7 @@
 with weights_only=True, so a file can never run code and a crash never leaves a torn file.
 
     {"G", "D", "opt_G", "opt_D": state_dicts, "step", "epoch", "batch": ints,
-     "rng": {"torch", "cuda"}, "data": {"img_channels", "img_size", "num_classes"}, "cfg": dict,
+     "rng": {"torch", "cuda"}, "data": {"img_channels", "img_size", "num_classes"[, "clusters"]}, "cfg": dict,
      "classes": the class names, where the data has them (runs since 2026-12-06)}
 """
 import copy
@@ -128,6 +128,7 @@ ADDED_KEYS = [
     (("augment",), None, "p", 1.0),
     (("dataset",), None, "limit", None),
     (("dataset",), "ganctl.data.load_folder", "cache", False),
+    (("model",), None, "clusters", 0),
 ]
 
 
@@ -178,6 +179,10 @@ def shape_errors(state: dict) -> list[str]:
     for key, lo, hi in (("img_channels", 1, 4), ("img_size", 1, MAX_IMG_SIZE), ("num_classes", 0, 100_000)):
         if not _is_int(data.get(key), lo, hi):
             errors.append(f"data.{key}={data.get(key)!r} is not in [{lo}, {hi}]")
+    sizes = data.get("clusters", [1, 1])  # self-conditioning: the clusters' sizes
+    if not (isinstance(sizes, list) and 2 <= len(sizes) <= 1000 and all(_is_int(v, 0, 2**40) for v in sizes)
+            and sum(sizes) > 0):
+        errors.append("data.clusters is not a list of 2 to 1000 cluster sizes")
     cfg = state["cfg"] if isinstance(state["cfg"], dict) else {}
     model, trainer = cfg.get("model"), cfg.get("trainer")
     if not (isinstance(model, dict) and isinstance(model.get("G"), dict) and _is_int(model.get("z_dim"), 1, 2**20)):

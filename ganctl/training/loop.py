@@ -32,7 +32,9 @@ from ganctl.run.checkpoint import all_finite, load_checkpoint
 from ganctl.data import shape as dataset_shape
 from ganctl.errors import Aborted, Interrupted, UserError, one_line
 from ganctl.evaluation.evaluator import scalars
-from ganctl.training.wiring import build_loss, build_step, check_compatible, conditioning, refuse_too_large
+from ganctl.training.clusters import clustered
+from ganctl.training.wiring import (build_loss, build_step, check_compatible, conditioning, labels_of, planned_info,
+                                    refuse_too_large)
 from ganctl.run.outputs import RunOutputs
 from ganctl.config.ranges import range_errors
 from ganctl.training.meter import Meter
@@ -162,6 +164,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
     device, autocast = runtime_for(tcfg, ranks)
     data, data_info, loss = load_data(cfg, ranks, device)
     B, num_classes, n_critic = tcfg.batch_size, data_info["num_classes"], loss.n_critic
+    labelled = labels_of(data_info) > 0  # D is told each real image's class or cluster
     train_step, ema = build_step(cfg, data_info, loss, device, autocast, ranks)
     G, D = train_step.G, train_step.D
     max_steps = tcfg.max_steps or max(1, tcfg.epochs * data.batches_per_epoch(B) // n_critic)
@@ -203,7 +206,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: fl
             reals = []
             for _ in range(n_critic):
                 epoch, real, y = next(batches)
-                reals.append((real, y if num_classes else None))
+                reals.append((real, y if labelled else None))
             for stats in train_step(reals):
                 meter.add(stats)
             if ema is not None:
@@ -278,14 +281,17 @@ def load_data(cfg, ranks: distributed.Ranks, device):
     expected = dataset_shape(resolve_target(settings["_target_"], "dataset"), settings)
     num_classes = conditioning(cfg.model, expected["num_classes"], B)
     loss = build_loss(cfg, num_classes)
-    refuse_too_large(cfg, {**expected, "num_classes": num_classes}, loss, device)
+    refuse_too_large(cfg, planned_info(cfg.model, expected, num_classes), loss, device)
     data = build(cfg.dataset, "dataset", device=device, seed=cfg.trainer.seed, rank=ranks.rank, world_size=W)
     check_compatible(cfg.model, data, B, W)  # the images themselves: empty classes, a batch they fill
     log.info("data: %d images of %dx%dx%d, %d classes, %d batches of %d per epoch", len(data),
              data.img_size, data.img_size, data.img_channels, data.num_classes, data.batches_per_epoch(B), B * W)
     if W > 1:
         log.info("data parallel: %d processes (%s), batch %d each", W, torch.distributed.get_backend(), B)
-    return data, {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}, loss
+    info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
+    if cfg.model.get("clusters"):  # self-conditioning: each image's label is now its cluster
+        data, info["clusters"] = clustered(data, cfg.model.clusters, cfg.trainer.seed)
+    return data, info, loss
 
 
 def resume(path: Path, cfg, cfg_dict: dict, train_step: TrainStep, ema, loss, W: int, device):

@@ -23,8 +23,13 @@ from ganctl.training.step import TrainStep, compiled
 log = logging.getLogger(__name__)
 
 
-def build_generator(model_cfg, data_info: dict) -> torch.nn.Module:
-    G = build(model_cfg["G"], "model.G", z_dim=model_cfg["z_dim"], **data_info)
+def build_generator(model_cfg, data_info: dict, noise: str = "normal") -> torch.nn.Module:
+    """G for `data_info`; where it holds `clusters` (self-conditioning), G is conditioned on them and
+    draws them from z of law `noise`."""
+    info = dict(data_info)
+    clusters = info.pop("clusters", None)
+    extra = {"clusters": clusters, "noise": noise} if clusters else {}
+    G = build(model_cfg["G"], "model.G", z_dim=model_cfg["z_dim"], **info, **extra)
     if model_cfg["init"] == "dcgan":
         dcgan_init(G)
     return G
@@ -35,7 +40,9 @@ def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: b
     """D for the loss's traits: `per_sample` (a per-sample gradient penalty), `clipped` (weight
     clipping) and `aux` (a second head: labels, or InfoGAN's codes read back). Each network
     resolves its own `norm=auto` from them."""
-    kwargs = {k: v for k, v in data_info.items() if k != "z_dim"}
+    kwargs = {k: v for k, v in data_info.items() if k not in ("z_dim", "clusters")}
+    if data_info.get("clusters"):  # self-conditioning: D is told the cluster as a label
+        kwargs["num_classes"] = len(data_info["clusters"])
     if aux:
         kwargs["aux"] = True
     if aux and model_cfg["G"].get("codes"):  # InfoGAN: D reads G's code back
@@ -48,7 +55,7 @@ def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: b
 
 def build_loss(cfg, num_classes: int):
     """The loss with trainer.label_smoothing and, for models with labels or codes, model.aux_weight."""
-    heads = num_classes or cfg.model.G.get("codes", 0)
+    heads = num_classes or cfg.model.G.get("codes", 0) or cfg.model.get("clusters", 0)
     loss = build(cfg.loss, "loss", label_smoothing=cfg.trainer.label_smoothing,
                  aux_weight=cfg.model.aux_weight if heads else 0.0, real_signs=cfg.augment.ada is not None)
     if cfg.model.aux_weight and not heads:
@@ -71,17 +78,37 @@ def conditioning(model_cfg, num_classes: int, batch_size: int) -> int:
     if model_cfg["G"].get("codes") and num_classes:
         raise UserError(f"model.G.codes={model_cfg['G']['codes']} needs an unconditional model (InfoGAN's codes "
                         f"stand in for labels); got model={name}")
-    labels = {"G": num_classes or model_cfg["G"].get("codes"), "D": num_classes}  # what each net is conditioned on
+    clusters = model_cfg.get("clusters", 0)
+    if clusters and (num_classes or model_cfg["G"].get("codes")):
+        raise UserError(f"model.clusters={clusters} conditions an unconditional model on clusters of its images; "
+                        f"model={name} " + ("has labels" if num_classes else "has model.G.codes")
+                        + ": set model.clusters=0")
+    if clusters and model_cfg["z_dim"] < 2:
+        raise UserError(f"model.clusters={clusters} draws the cluster from z's first entry: model.z_dim must be at least 2")
+    labels = {"G": num_classes or model_cfg["G"].get("codes") or clusters,  # what each net is conditioned on
+              "D": num_classes or clusters}
     label_inputs = [f"model.{net}.cond={model_cfg[net]['cond']}" for net, plain in (("G", "concat"), ("D", "projection"))
                     if model_cfg[net].get("cond", plain) != plain and not labels[net]]
     if label_inputs:
         raise UserError(f"{' and '.join(label_inputs)} needs labels: a conditional model (model=cdcgan) "
                         f"and a dataset with classes; got model={name}")
     pack = model_cfg["D"].get("pack", 1)
-    if pack > 1 and (num_classes or batch_size % pack):
-        raise UserError(f"model.D.pack={pack} needs an unconditional model and a trainer.batch_size that "
+    if pack > 1 and (num_classes or clusters or batch_size % pack):
+        raise UserError(f"model.D.pack={pack} needs an unconditional model (model.clusters=0) and a trainer.batch_size that "
                         f"it divides; got model={name}, trainer.batch_size={batch_size}")
     return num_classes
+
+
+def labels_of(data_info: dict) -> int:
+    """How many labels the nets are conditioned on: the classes, or the clusters that stand in for them."""
+    return data_info["num_classes"] or len(data_info.get("clusters") or ())
+
+
+def planned_info(model_cfg, data_info: dict, num_classes: int) -> dict:
+    """`data_info` as the nets are built for it before the data is read: `num_classes` the model is
+    conditioned on, and equal sizes standing in for its clusters (their sizes change no weight)."""
+    clusters = model_cfg.get("clusters", 0)
+    return {**data_info, "num_classes": num_classes, **({"clusters": [1] * clusters} if clusters else {})}
 
 
 def check_compatible(model_cfg, data, batch_size: int, world_size: int = 1) -> int:
@@ -100,7 +127,7 @@ def check_compatible(model_cfg, data, batch_size: int, world_size: int = 1) -> i
 
 def _nets(cfg, data_info: dict, loss) -> tuple[torch.nn.Module, torch.nn.Module]:
     """G and D as the config, the data and the loss's traits ask."""
-    return build_generator(cfg.model, data_info), build_discriminator(
+    return build_generator(cfg.model, data_info, cfg.trainer.noise), build_discriminator(
         cfg.model, data_info, per_sample=loss.per_sample_critic, clipped=loss.clipped_critic, aux=loss.aux_weight > 0)
 
 
@@ -109,7 +136,7 @@ def refuse_too_large(cfg, data_info: dict, loss, device) -> None:
     memory than `device` has free (G and D are sized on the meta device)."""
     B = cfg.trainer.batch_size
     with torch.device("meta"):
-        need = training_bytes(footprint(*_nets(cfg, data_info, loss), B, cfg.model.z_dim, data_info["num_classes"]))
+        need = training_bytes(footprint(*_nets(cfg, data_info, loss), B, cfg.model.z_dim, labels_of(data_info)))
     refuse_if_too_large(f"training model={cfg.model.name} on {data_info['img_size']} px images at "
                         f"trainer.batch_size={B}", need, device,
                         "lower dataset.img_size, trainer.batch_size or the model's widths")
@@ -155,19 +182,24 @@ def build_step(cfg, data_info: dict, loss, device, autocast=None,
     return step, ema
 
 
+def noise_of(state: dict) -> str:
+    """The law of z a saved run was trained with."""
+    return (state["cfg"].get("trainer") or {}).get("noise", "normal")
+
+
 def load_generator(state: dict, path: Path, which: str, device) -> torch.nn.Module:
     """The generator `which` ("G_ema" or "G") of a loaded checkpoint, on `device`, in eval mode;
     refused where its weights are not finite (a diverged run draws black images)."""
     model_cfg = state["cfg"]["model"]
     # Built first without memory (the meta device): a crafted config could ask for terabytes.
     with torch.device("meta"):
-        skeleton = build_generator(model_cfg, state["data"])
+        skeleton = build_generator(model_cfg, state["data"], noise_of(state))
     shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     saved = {k: tuple(v.shape) for k, v in state[which].items()}
     if shapes != saved:
         differ = sorted(set(shapes.items()) ^ set(saved.items()))[0][0]
         raise UserError(f"{path}: {which} does not fit the network its saved config describes ({differ})")
-    G = build_generator(model_cfg, state["data"])
+    G = build_generator(model_cfg, state["data"], noise_of(state))
     G.load_state_dict(state[which])
     if not all_finite(G):
         raise UserError(f"{path}: {which} holds weights that are not finite (the run diverged); "
