@@ -50,15 +50,16 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torc
 def kmeans(images: torch.Tensor, k: int, seed: int, iters: int = 50) -> torch.Tensor:
     """The cluster (N,) int64 of each image: Lloyd's k-means on pooled pixels, seeded by
     k-means++ (Arthur & Vassilvitskii 2007) from `seed`, until no image changes cluster. A
-    cluster left empty keeps its center (and is never drawn)."""
-    x = features(images)
+    cluster left empty keeps its center (and is never drawn). Computed on the CPU, so that a run
+    gets the same clusters on any device (and resumes with them)."""
+    x = features(images.cpu())
     n = len(x)
     g = torch.Generator().manual_seed(seed)
     first = int(torch.randint(n, (1,), generator=g))
     centers = x[first:first + 1]
     dist = _nearest(x, centers)[1]
     for _ in range(1, k):  # each next center drawn with probability proportional to its squared distance
-        pick = int(torch.multinomial(dist.cpu().double() + 1e-12, 1, generator=g))
+        pick = int(torch.multinomial(dist.double() + 1e-12, 1, generator=g))
         centers = torch.cat([centers, x[pick:pick + 1]])
         dist = torch.minimum(dist, _nearest(x, centers[-1:])[1])
     ids = _nearest(x, centers)[0]
@@ -71,7 +72,7 @@ def kmeans(images: torch.Tensor, k: int, seed: int, iters: int = 50) -> torch.Te
         if torch.equal(new, ids):
             break
         ids = new
-    return ids
+    return ids.to(images.device)
 
 
 def clustered(data, k: int, seed: int) -> tuple[InMemoryImages, list[int]]:
