@@ -54,7 +54,7 @@ def build_discriminator(model_cfg, data_info: dict, per_sample: bool, clipped: b
 
 
 def build_loss(cfg, num_classes: int):
-    """The loss with trainer.label_smoothing and, for models with labels or codes, model.aux_weight."""
+    """The loss with trainer.label_smoothing and, for models with labels, codes or clusters, model.aux_weight."""
     heads = num_classes or cfg.model.G.get("codes", 0) or cfg.model.get("clusters", 0)
     loss = build(cfg.loss, "loss", label_smoothing=cfg.trainer.label_smoothing,
                  aux_weight=cfg.model.aux_weight if heads else 0.0, real_signs=cfg.augment.ada is not None)
