@@ -41,6 +41,18 @@ def test_pair_defaults_name_a_real_pair_and_change_its_model(make_cfg, pair):
     assert make_cfg(f"model={model}", f"loss={loss}").model != make_cfg(f"model={model}").model
 
 
+@pytest.mark.parametrize("pair", options("model_dataset"))
+def test_model_dataset_defaults_name_a_real_pair_and_change_its_model(make_cfg, pair):
+    model, dataset = pair.split("_", 1)
+    assert model in options("model") and dataset in options("dataset")
+    assert make_cfg(f"model={model}", f"dataset={dataset}").model != make_cfg(f"model={model}").model
+
+
+def test_a_folder_gets_the_plain_dcgan_unless_told(make_cfg):
+    assert make_cfg().model.clusters == 30 and make_cfg("dataset=folder").model.clusters == 0
+    assert make_cfg("dataset=folder", "model.clusters=10").model.clusters == 10
+
+
 def test_cgan_with_weight_clipping_weighs_its_classifier_twice_unless_told(make_cfg):
     own = make_cfg("model=cgan").model.aux_weight
     assert make_cfg("model=cgan", "loss=wgan").model.aux_weight == 2 * own

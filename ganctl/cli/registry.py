@@ -11,7 +11,7 @@ from ganctl.config.schema import (AdamConfig, AdamWConfig, BCELossConfig, DCGANM
                                   SummaryConfig, TorchvisionDatasetConfig, TrainConfig, WGANGPLossConfig,
                                   WGANLossConfig)
 
-NOT_CHOICES = ("model_loss",)  # loaded by the choices of model and loss, never chosen by hand
+NOT_CHOICES = ("model_loss", "model_dataset")  # loaded by the choices of two other groups, never chosen by hand
 
 
 def options(group: str) -> list[str]:
