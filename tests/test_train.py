@@ -53,8 +53,9 @@ def test_epochs_set_the_number_of_steps_and_n_critic_uses_batches(make_cfg, tmp_
 
 
 def test_dataset_limit_reaches_the_loader(make_cfg, tmp_path):
-    # 16 of the 64 images at batch 16: 1 batch an epoch, so 3 epochs are 3 steps (not 12)
-    assert train(make_cfg("trainer.max_steps=null", "trainer.epochs=3", "dataset.limit=16"), tmp_path)["step"] == 3
+    # 16 of the 64 images at batch 16: 1 batch an epoch, so 3 epochs are 3 steps (not 12); 30 clusters need 30 images
+    assert train(make_cfg("trainer.max_steps=null", "trainer.epochs=3", "dataset.limit=16",
+                       "model.clusters=0"), tmp_path)["step"] == 3
 
 
 def test_keeps_the_last_k_periodic_checkpoints(make_cfg, tmp_path):
