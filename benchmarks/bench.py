@@ -51,7 +51,8 @@ from ganctl.cli import registry
 from ganctl.config.build import build
 from ganctl.data import load_mnist
 from ganctl.training.clusters import clustered
-from ganctl.training.wiring import build_discriminator, build_generator, build_loss, build_step, conditioning
+from ganctl.training.wiring import (build_discriminator, build_generator, build_loss, build_step, conditioning,
+                                    labels_of)
 from ganctl.training.runtime import cudnn_autotuner, device_name, resolve_device
 from ganctl.training.loop import real_batches
 
@@ -118,7 +119,7 @@ def ganctl_step(cfg, device, data):
     info = {"img_channels": data.img_channels, "img_size": data.img_size, "num_classes": num_classes}
     if cfg.model.get("clusters"):  # self-conditioning, as `ganctl train` sets it up
         data, info["clusters"] = clustered(data, cfg.model.clusters, tcfg.seed)
-    labelled = num_classes or "clusters" in info
+    labelled = labels_of(info) > 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16")
     torch.manual_seed(0)
     step, ema = build_step(cfg, info, loss, device, autocast)

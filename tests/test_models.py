@@ -360,6 +360,17 @@ def test_a_checkpoint_from_before_per_sample_norm_keeps_its_groupnorm_critic(mak
     assert not any(isinstance(m, nn.InstanceNorm2d) for m in critic.modules())
 
 
+@pytest.mark.parametrize("model,clusters", [("dcgan", 0), ("cdcgan", 0), ("gan", None), ("resnet", None)])
+def test_a_checkpoint_from_before_clusters_is_plain_and_only_dcgan_nets_gain_the_key(make_cfg, model, clusters):
+    # Resuming an old gan or resnet run must not report model.clusters as a changed key.
+    from omegaconf import OmegaConf
+    from ganctl.run.checkpoint import add_missing_keys
+    cfg = OmegaConf.to_container(make_cfg(f"model={model}"))
+    cfg["model"].pop("clusters", None)
+    add_missing_keys(cfg)
+    assert cfg["model"].get("clusters") == clusters
+
+
 def test_per_sample_norm_must_be_per_sample(make_cfg):
     cfg = make_cfg("model=dcgan", "model.D.per_sample_norm=batch")
     with pytest.raises(UserError, match="per_sample_norm must be one of layer, instance, got 'batch'"):

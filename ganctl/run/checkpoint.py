@@ -110,7 +110,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 
 # Config keys added after checkpoints were written, with the value that reproduces how those were
-# trained: (where, for which _target_ (None: any), key, value). An older run loads as it was.
+# trained: (where, for which _target_ (None: any; a node without one, such as model, is known by its
+# G's), key, value). An older run loads as it was.
 ADDED_KEYS = [
     (("model", "G"), "ganctl.nets.dcgan.Generator", "upsample", "transposed"),
     (("model", "G"), "ganctl.nets.dcgan.Generator", "cond", "concat"),
@@ -128,7 +129,7 @@ ADDED_KEYS = [
     (("augment",), None, "p", 1.0),
     (("dataset",), None, "limit", None),
     (("dataset",), "ganctl.data.load_folder", "cache", False),
-    (("model",), None, "clusters", 0),
+    (("model",), "ganctl.nets.dcgan.Generator", "clusters", 0),
 ]
 
 
@@ -137,7 +138,10 @@ def add_missing_keys(cfg: dict) -> None:
         node = cfg
         for part in where:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and key not in node and (target is None or node.get("_target_") == target):
+        if not isinstance(node, dict) or key in node:
+            continue
+        G = node.get("G")
+        if target in (None, node.get("_target_", G.get("_target_") if isinstance(G, dict) else None)):
             node[key] = copy.deepcopy(value)
 
 
