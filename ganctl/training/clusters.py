@@ -88,6 +88,7 @@ def clustered(data, k: int, seed: int) -> tuple[InMemoryImages, list[int]]:
     sizes = torch.bincount(ids.cpu(), minlength=k).tolist()
     log.info("self-conditioning: %d k-means clusters of the images in %.1f s (sizes %d-%d)",
              k, time.perf_counter() - t0, min(sizes), max(sizes))
+    # The dataset's own class names stay: the checkpoint records what the data holds, not the clusters.
     relabelled = InMemoryImages(data.images, ids, k, data.device, data.seed, data.rank, data.world_size,
                                 data.class_names)
     return relabelled, sizes
