@@ -16,6 +16,7 @@ from ganctl.training import memory
 from ganctl.cli import sweep
 from ganctl.data import load_folder
 from ganctl.errors import UserError
+from ganctl.run.checkpoint import load_checkpoint
 from ganctl.training.loop import train
 
 SECRET = "GANCTL_TEST_SECRET"  # an environment variable a crafted file would like to read
@@ -48,6 +49,17 @@ def test_a_saved_root_under_home_is_not_expanded(tiny_run, tmp_path, ganctl, dat
     path = crafted(tiny_run, tmp_path / "c.pt", lambda s: s["cfg"]["dataset"].update(root="~"))
     code, _, err = ganctl("eval", f"ckpt={path}", "n=16", cwd=tmp_path, env={"HOME": str(data_root)})
     one_line_error(code, err, f"MNIST not found in {tmp_path / '~'}/MNIST/raw")
+
+
+@pytest.mark.parametrize("value", INTERPOLATIONS)
+def test_resume_keeps_a_saved_string_literally(tiny_run, ganctl, value):
+    # Resume replays a saved value whose default has changed since: it must stay data there too.
+    crafted(tiny_run, tiny_run / "checkpoints" / "last.pt", lambda s: s["cfg"]["model"].update(name=value))
+    code, out, err = ganctl("train", f"resume={tiny_run}", "trainer.max_steps=3", cwd=tiny_run.parent,
+                            env={SECRET: "the-secret"})
+    assert code == 0 and "keeps the run's model.name=" in err, err
+    assert "the-secret" not in out + err + (tiny_run / "train.log").read_text()
+    assert load_checkpoint(tiny_run / "checkpoints" / "last.pt")["cfg"]["model"]["name"] == value
 
 
 @pytest.mark.parametrize("command", ["sample", "summary"])

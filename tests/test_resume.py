@@ -162,6 +162,27 @@ def test_resume_through_the_cli_repeats_no_overrides_and_keeps_the_original_hydr
     assert again.returncode == 0, again.stderr
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["cfg"]["model"]["name"] == "cgan"
     assert {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()} == saved
+    assert "resume keeps" not in again.stderr  # no default has changed since this run
     assert "trainer.max_steps: 4 -> 6" in (run_dir / "train.log").read_text()
     refused = run_ganctl("train", "-m", f"resume={run_dir}", cwd=tmp_path, env=env)
     assert refused.returncode != 0 and "cannot be combined with -m" in refused.stderr
+
+
+# Nothing named now; a key named now wins over its saved value; so does a group named now, over its keys.
+@pytest.mark.parametrize("now", [[], ["trainer.label_smoothing=0.2"], ["augment=diffaug"]])
+def test_resume_keeps_the_saved_values_of_defaults_that_changed_since(tmp_path, data_root, ganctl, now):
+    import yaml
+    from conftest import SHRINK, TINY_MODEL
+    old = ["model.clusters=0", "trainer.label_smoothing=0.1", "augment.translation=0.25"]
+    args = [*SHRINK, *TINY_MODEL["dcgan"], f"dataset.root={data_root}", "dataset.download=false"]
+    assert ganctl("train", *args, *old, "hydra.run.dir=run", cwd=tmp_path)[0] == 0
+    saved = tmp_path / "run" / ".hydra" / "overrides.yaml"  # as if these had been the defaults then
+    saved.write_text(yaml.safe_dump([o for o in yaml.safe_load(saved.read_text()) if o not in old]))
+    code, _, err = ganctl("train", "resume=run", "trainer.max_steps=4", *now, cwd=tmp_path)
+    assert code == 0, err
+    cfg = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["cfg"]
+    assert cfg["trainer"]["max_steps"] == 4 and cfg["model"]["clusters"] == 0
+    assert cfg["trainer"]["label_smoothing"] == (0.2 if now[:1] == ["trainer.label_smoothing=0.2"] else 0.1)
+    assert cfg["augment"]["translation"] == (0.125 if now[:1] == ["augment=diffaug"] else 0.25)
+    assert "resume keeps the run's model.clusters=0 (the default is 30 now)" in err
+    assert "trainer.max_steps" not in err and "dataset.root" not in err

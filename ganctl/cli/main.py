@@ -333,9 +333,72 @@ def _resume_args(args: list[str]) -> list[str]:
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         fail(f"resume={value}: no checkpoints/last.pt in {run_dir.resolve()}")
     original = _saved_overrides(run_dir)
-    run_dir = hydra_quote(str(run_dir.resolve()))
     rest = [a for a in args if not a.startswith("resume=")]
-    return [*original, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+    kept = _kept_values(run_dir / "checkpoints" / "last.pt", original, rest)
+    run_dir = hydra_quote(str(run_dir.resolve()))
+    return [*original, *kept, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+# What a run learns: resume keeps the saved value of these keys where today's default differs,
+# unless the command line names the key or its group. Keys of the machine it runs on follow it.
+RUN_KEYS = ("model.", "loss.", "optimizer.", "augment.", "dataset.", "trainer.batch_size", "trainer.seed",
+            "trainer.noise", "trainer.label_smoothing", "trainer.ema_")
+MACHINE_KEYS = ("dataset.root", "dataset.download", "dataset.num_workers", "dataset.cache", "optimizer.fused")
+
+
+def _kept_values(checkpoint: Path, original: list[str], rest: list[str]) -> list[str]:
+    """`key=value` overrides that hold the run's saved values where a default has changed since it
+    was trained (model.clusters: 0 then, 30 now), so that it goes on as it was; each is said on stderr.
+    A key that follows another (`${model.lr}`) follows it; a key not plain data is left to the
+    loop, which warns about it."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from ganctl.cli import registry
+    from ganctl.run.checkpoint import load_checkpoint
+    from ganctl.training.loop import flat_items
+    saved = flat_items(load_checkpoint(checkpoint)["cfg"])
+    named = []
+    for arg in rest:
+        try:
+            named += [o.key_or_group for o in OverridesParser.create().parse_overrides([arg])]
+        except Exception:  # --cfg, job, ...: Hydra's flags and their values name no key
+            pass
+    try:
+        registry.register()
+        with initialize_config_module("ganctl.conf", version_base="1.3"):
+            cfg = compose("train", overrides=original)
+        raw = flat_items(OmegaConf.to_container(cfg, resolve=False))
+        now = flat_items(OmegaConf.to_container(cfg, resolve=True))
+    except Exception:  # the command line's own mistake: _check_config says it in one line
+        return []
+    kept = []
+    for key, value in now.items():
+        old = saved.get(key, value)
+        if (old == value or not key.startswith(RUN_KEYS) or key.startswith(MACHINE_KEYS)
+                or any(p.startswith("_") for p in key.split(".")) or interpolations(raw[key])
+                or any(key == n or key.startswith(n + ".") for n in named)):
+            continue
+        text = _override_text(old)
+        if text is not None:
+            kept.append(f"{key}={text}")
+            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, once
+                print(f"ganctl: resume keeps the run's {key}={text} (the default is {_override_text(value)} now)",
+                      file=sys.stderr)
+    return kept
+
+
+def _override_text(value) -> str | None:
+    """A scalar, or a list of scalars, in Hydra's override grammar; None for anything else."""
+    if isinstance(value, list):
+        items = [_override_text(v) for v in value]
+        return None if any(i is None or isinstance(v, list) for i, v in zip(items, value)) else f"[{','.join(items)}]"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return hydra_quote(value) if isinstance(value, str) else None
 
 
 def _torchrun_args(args: list[str]) -> list[str]:
