@@ -30,6 +30,26 @@ def test_fid_of_scaled_gaussians_counts_the_covariance_term():
     assert metrics.fid(real, fake) == pytest.approx(3.0, abs=0.1)
 
 
+def test_fid_with_fewer_samples_than_features_is_exact():
+    # Two points each in 5 dims: real {e1, -e1} (mean 0, S1 = 2 e1 e1^T), fake {2 e1 + c, -2 e1 + c}
+    # (mean c, S2 = 8 e1 e1^T): FID = |c|^2 + 2 + 8 - 2 sqrt(16) = |c|^2 + 2.
+    e1, c = torch.eye(5)[0], torch.tensor([0.0, 1.0, 2.0, 0.0, 0.0])
+    real, fake = torch.stack([e1, -e1]), torch.stack([2 * e1 + c, -2 * e1 + c])
+    assert metrics.fid(real, fake) == pytest.approx(5.0 + 2.0, abs=1e-9)
+    assert metrics.fid(fake, real) == pytest.approx(7.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("n_real, n_fake", [(30, 50), (50, 30), (200, 300)])
+def test_fid_agrees_with_torchmetrics_on_either_side_of_the_feature_count(n_real, n_fake):
+    from torchmetrics.image.fid import _compute_fid
+    dim = 64  # 30/50 samples: fewer than the features; 200/300: more
+    mix = gaussian(dim, dim, seed=3)
+    real, fake = gaussian(n_real, dim, seed=1) @ mix, gaussian(n_fake, dim, seed=2) @ mix.T + 0.5
+    r, f = real.double(), fake.double()
+    expected = _compute_fid(r.mean(0), r.T.cov(), f.mean(0), f.T.cov()).item()
+    assert metrics.fid(real, fake) == pytest.approx(expected, rel=1e-6)
+
+
 def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     real = gaussian(2000, 8, seed=1)
     same, _ = metrics.kid(real, gaussian(2000, 8, seed=2), subsets=20, subset_size=500)

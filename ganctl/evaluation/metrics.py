@@ -1,8 +1,9 @@
 """Sample-quality metrics on feature vectors and class logits. Each function takes tensors of
 real and generated features (N, F) on any device; none of them knows where the features came from.
 
-FID and KID are torchmetrics' implementations, fed with precomputed features through an
-identity "feature extractor", so features are computed once and cached. Precision/recall
+FID is the formula of pytorch-fid and torchmetrics, in float64, with an exact shortcut where
+there are fewer samples than features. KID is torchmetrics', fed with precomputed features through
+an identity "feature extractor", so features are computed once and cached. Precision/recall
 (Kynkaanniemi et al. 2019), density/coverage (Naeem et al. 2020) and the total-variation bounds
 are written here: torchmetrics has no k-NN manifold metrics.
 """
@@ -12,7 +13,7 @@ import warnings
 import torch
 from torch import nn
 
-# torchmetrics is imported where FID and KID are computed: importing it takes seconds (it brings
+# torchmetrics is imported where KID is computed: importing it takes seconds (it brings
 # scipy and torchvision's models), which a bad argument to `ganctl eval` should not wait for.
 
 
@@ -27,17 +28,22 @@ class Precomputed(nn.Module):
         return x
 
 
-# sync_on_compute=False: the features are all in this process. Under torchrun rank 0 evaluates
-# alone, and torchmetrics would otherwise wait to gather features from the other ranks.
-
-
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """Frechet distance between Gaussians fitted to the two feature sets."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    m = FrechetInceptionDistance(feature=Precomputed(real.shape[1]), sync_on_compute=False).to(real.device)
-    m.update(real, real=True)
-    m.update(fake.to(real.device), real=False)
-    return m.compute().item()
+    """Frechet distance between Gaussians fitted to the two feature sets:
+    |mu_r - mu_f|^2 + tr S_r + tr S_f - 2 tr (S_r S_f)^1/2, in float64."""
+    real, fake = real.double(), fake.to(real.device).double()
+    a = (real - real.mean(0)) / math.sqrt(len(real) - 1)  # S_r = a^T a
+    b = (fake - fake.mean(0)) / math.sqrt(len(fake) - 1)
+    if min(len(a), len(b)) < a.shape[1]:
+        # Fewer samples than features (Inception's 2048 on one class or a small folder): the nonzero
+        # eigenvalues of S_r S_f = a^T a b^T b are those of the small (a b^T)(a b^T)^T. Exact, and
+        # milliseconds where the d x d product takes seconds on a CPU.
+        m = a @ b.T
+        root_trace = torch.linalg.eigvalsh(m @ m.T if len(a) <= len(b) else m.T @ m).clamp(min=0).sqrt().sum()
+    else:
+        root_trace = torch.linalg.eigvals((a.T @ a) @ (b.T @ b)).sqrt().real.sum()  # as torchmetrics does
+    mean_term = (real.mean(0) - fake.mean(0)).square().sum()
+    return (mean_term + a.square().sum() + b.square().sum() - 2 * root_trace).item()
 
 
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
@@ -45,6 +51,8 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size:
     """Kernel (cubic polynomial) MMD^2, unbiased, mean and std over random subsets."""
     from torchmetrics.image.kid import KernelInceptionDistance
     size = min(subset_size, len(real), len(fake))
+    # sync_on_compute=False: the features are all in this process. Under torchrun rank 0 evaluates
+    # alone, and torchmetrics would otherwise wait to gather features from the other ranks.
     with warnings.catch_warnings():  # that KID keeps all features in memory: known, and small here
         warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
         m = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
