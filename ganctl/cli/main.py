@@ -5,6 +5,7 @@ overrides, -m, --cfg, --help, hydra.run.dir=... and shell completion all keep wo
     ganctl train -m optimizer.lr_g=1e-4,2e-4 loss=bce,lsgan
     ganctl sample label=5 n=64 out=fives.png
 """
+import contextlib
 import os
 import re
 import sys
@@ -210,6 +211,17 @@ def _refuse_ignored(command: str, parsed: list, cfg) -> None:
         fail(f"augment.policy=[] with augment={augment.value()} turns augmentation off; use augment=none")
 
 
+@contextlib.contextmanager
+def _conf():
+    """Where Hydra's compose() reads ganctl's conf/, with ganctl's schemas and resolvers registered."""
+    from hydra import initialize_config_module
+
+    from ganctl.cli import registry
+    registry.register()
+    with initialize_config_module("ganctl.conf", version_base="1.3"):
+        yield
+
+
 def _check_config(command: str, args: list[str]) -> None:
     """Compose the command's config as Hydra will and check its keys and ranges first, so a
     mistake costs one line and leaves nothing behind (Hydra's own errors span lines). A sweep's
@@ -218,15 +230,13 @@ def _check_config(command: str, args: list[str]) -> None:
     multirun = "-m" in args or "--multirun" in args
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
         return  # --cfg, --info ...: Hydra's own business
-    from hydra import compose, initialize_config_module
+    from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ganctl.cli import registry
     from ganctl.config import ranges
-    registry.register()
     try:
         jobs = _sweep_jobs(args) if multirun else [args]
-        with initialize_config_module("ganctl.conf", version_base="1.3"):
+        with _conf():
             for job in jobs:
                 job = [a for a in job if not a.lstrip("+~").startswith("hydra") and not a.startswith("-")]
                 parsed = OverridesParser.create().parse_overrides(job)
@@ -254,14 +264,12 @@ def _check_config(command: str, args: list[str]) -> None:
 def _help(command: str, args: list[str]) -> None:
     """`ganctl <command> --help`, printed from the composed config: Hydra's own help also lists
     every option of every config group first, which takes seconds."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose
     from omegaconf import OmegaConf, open_dict
 
-    from ganctl.cli import registry
-    registry.register()
     overrides = [a for a in args if not a.startswith("-") and not a.lstrip("+").startswith("hydra")]
     try:
-        with initialize_config_module("ganctl.conf", version_base="1.3"):
+        with _conf():
             cfg = compose(CONFIG_NAMES[command], overrides=overrides, return_hydra_config=True)
     except Exception as e:
         fail(_one_line(e))
@@ -351,11 +359,10 @@ def _kept_values(checkpoint: Path, original: list[str], rest: list[str]) -> list
     was trained (model.clusters: 0 then, 30 now), so that it goes on as it was; each is said on stderr.
     A key that follows another (`${model.lr}`) follows it; a key not plain data is left to the
     loop, which warns about it."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from ganctl.cli import registry
     from ganctl.run.checkpoint import load_checkpoint
     from ganctl.training.loop import flat_items
     saved = flat_items(load_checkpoint(checkpoint)["cfg"])
@@ -366,8 +373,7 @@ def _kept_values(checkpoint: Path, original: list[str], rest: list[str]) -> list
         except Exception:  # --cfg, job, ...: Hydra's flags and their values name no key
             pass
     try:
-        registry.register()
-        with initialize_config_module("ganctl.conf", version_base="1.3"):
+        with _conf():
             cfg = compose("train", overrides=original)
         raw = flat_items(OmegaConf.to_container(cfg, resolve=False))
         now = flat_items(OmegaConf.to_container(cfg, resolve=True))
