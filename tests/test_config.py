@@ -48,9 +48,14 @@ def test_model_dataset_defaults_name_a_real_pair_and_change_its_model(make_cfg, 
     assert make_cfg(f"model={model}", f"dataset={dataset}").model != make_cfg(f"model={model}").model
 
 
-def test_a_folder_gets_the_plain_dcgan_unless_told(make_cfg):
+def test_a_folder_gets_the_plain_dcgan_and_diffaugment_unless_told(make_cfg):
     assert make_cfg().model.clusters == 30 and make_cfg("dataset=folder").model.clusters == 0
     assert make_cfg("dataset=folder", "model.clusters=10").model.clusters == 10
+    diffaug = make_cfg("augment=diffaug").augment
+    assert make_cfg("dataset=folder").augment == diffaug and make_cfg("dataset=folder", "model=cdcgan").augment == diffaug
+    assert make_cfg().augment.policy == [] and make_cfg("dataset=fashion_mnist").augment.policy == []
+    assert make_cfg("dataset=folder", "augment=none").augment.policy == []
+    assert make_cfg("dataset=folder", "augment=ada").augment == make_cfg("augment=ada").augment
 
 
 def test_cgan_with_weight_clipping_weighs_its_classifier_twice_unless_told(make_cfg):
