@@ -168,16 +168,28 @@ def test_resume_through_the_cli_repeats_no_overrides_and_keeps_the_original_hydr
     assert refused.returncode != 0 and "cannot be combined with -m" in refused.stderr
 
 
+OLD_DEFAULTS = ["model.clusters=0", "trainer.label_smoothing=0.1", "augment.translation=0.25"]
+
+
+@pytest.fixture(scope="module")
+def run_of_old_defaults(tmp_path_factory, data_root):
+    """A tiny run trained with OLD_DEFAULTS, whose overrides.yaml does not name them: as if they had
+    been the defaults then. Trained once; each test resumes a copy."""
+    import yaml
+    from conftest import SHRINK, TINY_MODEL, _in_process
+    cwd = tmp_path_factory.mktemp("old")
+    args = [*SHRINK, *TINY_MODEL["dcgan"], f"dataset.root={data_root}", "dataset.download=false"]
+    assert _in_process(["train", *args, *OLD_DEFAULTS, "hydra.run.dir=run"], cwd, {}).returncode == 0
+    saved = cwd / "run" / ".hydra" / "overrides.yaml"
+    saved.write_text(yaml.safe_dump([o for o in yaml.safe_load(saved.read_text()) if o not in OLD_DEFAULTS]))
+    return cwd / "run"
+
+
 # Nothing named now; a key named now wins over its saved value; so does a group named now, over its keys.
 @pytest.mark.parametrize("now", [[], ["trainer.label_smoothing=0.2"], ["augment=diffaug"]])
-def test_resume_keeps_the_saved_values_of_defaults_that_changed_since(tmp_path, data_root, ganctl, now):
-    import yaml
-    from conftest import SHRINK, TINY_MODEL
-    old = ["model.clusters=0", "trainer.label_smoothing=0.1", "augment.translation=0.25"]
-    args = [*SHRINK, *TINY_MODEL["dcgan"], f"dataset.root={data_root}", "dataset.download=false"]
-    assert ganctl("train", *args, *old, "hydra.run.dir=run", cwd=tmp_path)[0] == 0
-    saved = tmp_path / "run" / ".hydra" / "overrides.yaml"  # as if these had been the defaults then
-    saved.write_text(yaml.safe_dump([o for o in yaml.safe_load(saved.read_text()) if o not in old]))
+def test_resume_keeps_the_saved_values_of_defaults_that_changed_since(tmp_path, run_of_old_defaults, ganctl, now):
+    import shutil
+    shutil.copytree(run_of_old_defaults, tmp_path / "run")
     code, _, err = ganctl("train", "resume=run", "trainer.max_steps=4", *now, cwd=tmp_path)
     assert code == 0, err
     cfg = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["cfg"]
