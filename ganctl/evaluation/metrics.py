@@ -32,8 +32,9 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to the two feature sets:
     |mu_r - mu_f|^2 + tr S_r + tr S_f - 2 tr (S_r S_f)^1/2, in float64."""
     real, fake = real.double(), fake.to(real.device).double()
-    a = (real - real.mean(0)) / math.sqrt(len(real) - 1)  # S_r = a^T a
-    b = (fake - fake.mean(0)) / math.sqrt(len(fake) - 1)
+    mu_r, mu_f = real.mean(0), fake.mean(0)
+    a = (real - mu_r) / math.sqrt(len(real) - 1)  # S_r = a^T a
+    b = (fake - mu_f) / math.sqrt(len(fake) - 1)
     if min(len(a), len(b)) < a.shape[1]:
         # Fewer samples than features (Inception's 2048 on one class or a small folder): the nonzero
         # eigenvalues of S_r S_f = a^T a b^T b are those of the small (a b^T)(a b^T)^T. Exact, and
@@ -42,8 +43,7 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
         root_trace = torch.linalg.eigvalsh(m @ m.T if len(a) <= len(b) else m.T @ m).clamp(min=0).sqrt().sum()
     else:
         root_trace = torch.linalg.eigvals((a.T @ a) @ (b.T @ b)).sqrt().real.sum()  # as torchmetrics does
-    mean_term = (real.mean(0) - fake.mean(0)).square().sum()
-    return (mean_term + a.square().sum() + b.square().sum() - 2 * root_trace).item()
+    return ((mu_r - mu_f).square().sum() + a.square().sum() + b.square().sum() - 2 * root_trace).item()
 
 
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
